@@ -1,0 +1,15 @@
+"""edgecap: offline, on-device image captioning that speaks. Runs on numpy + onnxruntime only."""
+__version__ = "0.1.0"
+
+from edgecap.calibration import CalibrationSpec  # noqa: E402
+from edgecap.decoding import DecodingOptions, preset  # noqa: E402
+
+
+def load_model(model=None, provider: str = "auto", threads: int | None = None):
+    """The captioner for a bundle folder (default: the shipped edgecap-base)."""
+    from edgecap.model import Captioner
+
+    return Captioner.load(model, provider=provider, threads=threads)
+
+
+__all__ = ["CalibrationSpec", "DecodingOptions", "load_model", "preset", "__version__"]

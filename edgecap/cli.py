@@ -1,0 +1,181 @@
+"""The `edgecap` command: caption photos, benchmark, inspect a model (narrate and eval plug in here)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from edgecap import __version__
+
+log = logging.getLogger("edgecap")
+BATCH = 8
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"edgecap: error: {message}", file=sys.stderr)
+    return code
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, default=None, help="model bundle folder (default: models/edgecap-base)")
+    p.add_argument("--provider", default="auto",
+                   help="auto, cpu, cuda, tensorrt, openvino, qnn, coreml or a full onnxruntime provider name")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for onnxruntime")
+
+
+def add_decoding_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--detail", choices=["brief", "detailed"], default="brief")
+    p.add_argument("--beams", type=int, default=None, help="beam size 1-8")
+    p.add_argument("--temperature", type=float, default=None, help="> 0 samples instead of beam search")
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--repetition-penalty", type=float, default=None)
+    p.add_argument("--min-length", type=int, default=None)
+    p.add_argument("--max-length", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--no-calibration", action="store_true", help="turn SPARC calibration off")
+    p.add_argument("--calibration", default=None, help="override SPARC settings, e.g. alpha=1.2,tau=2")
+
+
+def decoding_options(args, captioner):
+    from edgecap.decoding import preset
+
+    calibration = None
+    if args.calibration:
+        calibration = captioner.bundle.calibration.with_overrides(args.calibration)
+    beams = args.beams
+    if args.temperature and beams is None:
+        beams = 1
+    return preset(args.detail, beam_size=beams, temperature=args.temperature, top_p=args.top_p,
+                  repetition_penalty=args.repetition_penalty, min_length=args.min_length,
+                  max_length=args.max_length, seed=args.seed, calibrate=not args.no_calibration,
+                  calibration=calibration)
+
+
+def load_captioner(args):
+    from edgecap.model import Captioner
+
+    return Captioner.load(args.model, provider=args.provider, threads=args.threads)
+
+
+def cmd_caption(args) -> int:
+    from edgecap.image import ImageError, read_image
+
+    captioner = load_captioner(args)
+    options = decoding_options(args, captioner)
+    readable: list[tuple[str, object]] = []
+    failures = 0
+    for path in args.paths:
+        try:
+            readable.append((path, read_image(path)))
+        except ImageError as exc:
+            print(f"edgecap: error: {exc}", file=sys.stderr)
+            failures += 1
+    records = []
+    for i in range(0, len(readable), BATCH):
+        chunk = readable[i:i + BATCH]
+        for (path, _), res in zip(chunk, captioner.caption([im for _, im in chunk], options)):
+            records.append({"path": path, "caption": res.caption, "tokens": res.tokens, "ms": round(res.ms, 2),
+                            "status": res.status})
+            if not args.json:
+                print(res.caption if len(args.paths) == 1 else f"{path}: {res.caption}", flush=True)
+            if args.speak:
+                _speak(res.caption, args.speech)
+    if args.json:
+        print(json.dumps(records, indent=2))
+    return 1 if failures else 0
+
+
+def _speak(text: str, engine: str) -> None:
+    from edgecap.speech import SpeechError, speak
+
+    try:
+        if not speak(text, engine):
+            log.warning("no speech engine found (install espeak-ng); printing only")
+    except SpeechError as exc:
+        log.warning("speech failed: %s", exc)
+
+
+def cmd_info(args) -> int:
+    import onnxruntime as ort
+
+    captioner = load_captioner(args)
+    b = captioner.bundle
+    print(json.dumps({"name": b.name, "path": str(b.path), "architecture": b.manifest["architecture"],
+                      "calibration": b.calibration.to_dict(), "quantization": b.manifest.get("quantization"),
+                      "provider": captioner.provider, "available_providers": ort.get_available_providers()},
+                     indent=2))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from edgecap.bench import run_bench
+
+    return run_bench(args, load_captioner(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgecap", description="Offline image captioning that speaks.")
+    parser.add_argument("--version", action="version", version=f"edgecap {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("caption", help="describe photos")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("--json", action="store_true", help="print a JSON list with path, caption, tokens, ms")
+    p.add_argument("--speak", action="store_true", help="also say each caption aloud")
+    p.add_argument("--speech", default="auto", help="auto, pyttsx3, espeak or none")
+    add_model_args(p)
+    add_decoding_args(p)
+    p.set_defaults(func=cmd_caption)
+
+    p = sub.add_parser("bench", help="time each stage of captioning")
+    p.add_argument("paths", nargs="*", help="photos (default: the bundled example photos)")
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--json", action="store_true")
+    add_model_args(p)
+    add_decoding_args(p)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("info", help="show the model bundle and providers")
+    add_model_args(p)
+    p.set_defaults(func=cmd_info)
+
+    for register in _plugins():
+        register(sub)
+    return parser
+
+
+def _plugins():
+    """Sub-commands that live in their own modules (narrate, eval)."""
+    found = []
+    for module_name in ("edgecap.narrate", "edgecap.evaluate"):
+        try:
+            module = __import__(module_name, fromlist=["register_cli"])
+        except ImportError:
+            continue
+        if hasattr(module, "register_cli"):
+            found.append(module.register_cli)
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="edgecap: %(levelname)s: %(message)s")
+    from edgecap.bundle import BundleError
+    from edgecap.providers import ProviderError
+    from edgecap.speech import SpeechError
+
+    try:
+        return args.func(args)
+    except (BundleError, ProviderError, SpeechError, ValueError) as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
