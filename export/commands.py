@@ -1,0 +1,173 @@
+"""`python -m export` sub-commands for the model recipes: train, distill, sweep, bundle."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from export.data import DEFAULT_DATA
+
+log = logging.getLogger(__name__)
+
+
+def _recipe(args):
+    from export.train import RECIPES
+
+    if args.recipe not in RECIPES:
+        raise SystemExit(f"export: error: unknown recipe {args.recipe!r} (choose from {', '.join(RECIPES)})")
+    recipe = RECIPES[args.recipe]
+    if args.minutes is not None:
+        recipe = replace(recipe, minutes=args.minutes)
+    if args.epochs is not None:
+        recipe = replace(recipe, epochs=args.epochs)
+    return recipe
+
+
+def _check_data(data: Path) -> None:
+    if not (Path(data) / "captioned" / "captions.jsonl").is_file():
+        raise SystemExit(f"export: error: no captioned data at {data} (expected captioned/captions.jsonl)")
+
+
+def cmd_train(args) -> int:
+    from export.train import train
+
+    _check_data(args.data)
+    train(_recipe(args), args.out, args.data, args.cache)
+    return 0
+
+
+def cmd_distill(args) -> int:
+    from export.train import train
+
+    _check_data(args.data)
+    if not Path(args.teacher).is_file():
+        raise SystemExit(f"export: error: teacher checkpoint {args.teacher} not found")
+    train(_recipe(args), args.out, args.data, args.cache, teacher_path=args.teacher)
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from export.sweep import markdown, sweep
+
+    _check_data(args.data)
+    report = sweep(args.checkpoint, args.out, args.images, args.data, args.cache)
+    print(markdown(report))
+    print("chosen:", json.dumps(report["chosen"]))
+    return 0
+
+
+def calibration_images(data: Path, count: int = 96) -> list[Path]:
+    """Real photos for static quantization: unlabelled ones first (never the val split)."""
+    unlabeled = sorted((Path(data) / "unlabeled" / "images").glob("*.jpg"))
+    if unlabeled:
+        step = max(1, len(unlabeled) // count)
+        return unlabeled[::step][:count]
+    return sorted((Path(__file__).resolve().parent.parent / "assets").glob("*.jpg"))
+
+
+def parity_images(data: Path, count: int = 64) -> list[Path]:
+    from export.data import load_records
+
+    try:
+        return [r.path for r in load_records(data, split="val")[:count]]
+    except FileNotFoundError:
+        return sorted((Path(__file__).resolve().parent.parent / "assets").glob("*.jpg"))
+
+
+def cmd_bundle(args) -> int:
+    from edgecap.bundle import load_bundle, write_manifest
+    from edgecap.calibration import CalibrationSpec
+    from edgecap.decoding import DecodingOptions
+    from edgecap.image import read_image
+    from edgecap.model import Captioner
+    from export.pipeline import export_bundle, load_checkpoint
+    from export.quantize import parity_report, quantize_bundle
+    from export.sweep import chosen_spec
+
+    model, tokenizer_json, calibration, provenance = load_checkpoint(args.checkpoint)
+    if args.calibration_report:
+        calibration = chosen_spec(args.calibration_report)
+        provenance["calibration_sweep"] = json.loads(Path(args.calibration_report).read_text())["chosen"]
+    if args.calibration:
+        calibration = (calibration or CalibrationSpec()).with_overrides(args.calibration)
+    out = Path(args.out)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32_dir = out if not args.int8 else Path(tmp) / "fp32"
+        if fp32_dir.exists() and fp32_dir == out:
+            shutil.rmtree(out)
+        export_bundle(model, tokenizer_json, fp32_dir, name=args.name, calibration=calibration,
+                      provenance=provenance)
+        if args.int8:
+            if out.exists():
+                for child in out.iterdir():  # keep a hand-written MODEL_CARD.md
+                    if child.suffix != ".md":
+                        child.unlink() if child.is_file() else shutil.rmtree(child)
+            quantize_bundle(fp32_dir, out, calibration_images(args.data), name_suffix="")
+            photos = [read_image(p) for p in parity_images(args.data)]
+            greedy = DecodingOptions(beam_size=1, min_length=0, max_length=20)
+            report = parity_report(Captioner.load(fp32_dir, provider="cpu"), Captioner.load(out, provider="cpu"),
+                                   photos, greedy)
+            if args.keep_fp32:
+                shutil.copytree(fp32_dir, args.keep_fp32, dirs_exist_ok=True)
+            bundle = load_bundle(out)
+            manifest = {k: v for k, v in bundle.manifest.items() if k not in ("sha256", "format", "format_version")}
+            manifest["quantization"]["parity_vs_fp32"] = {k: round(v, 4) for k, v in report.items()}
+            write_manifest(out, manifest)
+            print("int8 vs fp32 on", report["images"], "val photos:", json.dumps(manifest["quantization"]
+                                                                                  ["parity_vs_fp32"]))
+    load_bundle(out)
+    sizes = {p.name: p.stat().st_size for p in out.iterdir() if p.is_file()}
+    print(f"wrote {out}: {sum(sizes.values()) / 1e6:.1f} MB", json.dumps(sizes))
+    return 0
+
+
+def _common(p, needs_recipe: bool = True) -> None:
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared data folder (default ../shared/data)")
+    p.add_argument("--cache", type=Path, default=Path("cache"), help="feature cache folder")
+    if needs_recipe:
+        p.add_argument("--recipe", default="student")
+        p.add_argument("--minutes", type=float, default=None, help="override the recipe's wall-clock budget")
+        p.add_argument("--epochs", type=int, default=None)
+
+
+def register_train(sub) -> None:
+    p = sub.add_parser("train", help="train a captioner on the captioned train split")
+    _common(p)
+    p.add_argument("--out", type=Path, required=True, help="checkpoint file (.pt)")
+    p.set_defaults(func=cmd_train, recipe="teacher")
+
+
+def register_distill(sub) -> None:
+    p = sub.add_parser("distill", help="distil a calibrated teacher into a small student")
+    _common(p)
+    p.add_argument("--teacher", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_distill)
+
+
+def register_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="tune SPARC alpha/beta/tau/selection layer on val")
+    _common(p, needs_recipe=False)
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--images", type=int, default=600)
+    p.add_argument("--out", type=Path, required=True, help="JSON report")
+    p.set_defaults(func=cmd_sweep)
+
+
+def register_bundle(sub) -> None:
+    p = sub.add_parser("bundle", help="export a checkpoint to an edgecap bundle (optionally int8)")
+    _common(p, needs_recipe=False)
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--name", default="edgecap-base")
+    p.add_argument("--int8", action="store_true")
+    p.add_argument("--keep-fp32", type=Path, default=None, help="also keep the fp32 bundle here")
+    p.add_argument("--calibration-report", type=Path, default=None, help="sweep JSON whose chosen setting to ship")
+    p.add_argument("--calibration", default=None, help="overrides, e.g. alpha=1.2,tau=2")
+    p.set_defaults(func=cmd_bundle)
+
+
+REGISTER = [register_train, register_distill, register_sweep, register_bundle]
