@@ -154,7 +154,9 @@ def _plugins():
     for module_name in ("edgecap.narrate", "edgecap.dataset_eval"):
         try:
             module = __import__(module_name, fromlist=["register_cli"])
-        except ImportError:
+        except ImportError as exc:
+            # Say why, or the command just vanishes from the CLI ("invalid choice") with no clue.
+            log.warning("%s is unavailable: %s", module_name.rsplit(".", 1)[-1], exc)
             continue
         if hasattr(module, "register_cli"):
             found.append(module.register_cli)

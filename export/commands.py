@@ -45,7 +45,13 @@ def cmd_distill(args) -> int:
     _check_data(args.data)
     if not Path(args.teacher).is_file():
         raise SystemExit(f"export: error: teacher checkpoint {args.teacher} not found")
-    train(_recipe(args), args.out, args.data, args.cache, teacher_path=args.teacher)
+    calibration = None
+    if args.calibration_report:
+        from export.sweep import chosen_spec
+
+        calibration = chosen_spec(args.calibration_report)
+    train(_recipe(args), args.out, args.data, args.cache, teacher_path=args.teacher,
+          teacher_calibration=calibration)
     return 0
 
 
@@ -144,6 +150,8 @@ def register_distill(sub) -> None:
     p = sub.add_parser("distill", help="distil a calibrated teacher into a small student")
     _common(p)
     p.add_argument("--teacher", type=Path, required=True)
+    p.add_argument("--calibration-report", type=Path, default=None,
+                   help="the teacher's sweep JSON: its chosen SPARC setting decodes the teacher's captions")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_distill)
 

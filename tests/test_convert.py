@@ -3,9 +3,13 @@
 Parity chain: transformers forward == torch step module (eager) == ONNX decoder;
 transformers generate() == edgecap runtime greedy with SPARC off; torch sparc_generate
 == runtime greedy with SPARC on; int8 keeps >= 90% of the fp32 bundle's tokens.
+
+The checkpoints are randomly initialised from configs, then fitted for a moment to
+one caption per test photo (see `fit_captions`).
 """
 import json
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -24,6 +28,14 @@ CALIBRATION = "alpha=1.5,tau=0.5"
 IMAGE = dict(image_size=32, patch_size=8)  # 16 patches + CLS = 17 visual tokens
 WIDTH = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+FIT_CAPTIONS = {  # words from TINY_TEXT, so every tokenizer here has them
+    "chelsea": "a black and white cat sits on a sofa",
+    "coffee": "a woman holds a cup of coffee at a wooden table",
+    "astronaut": "a woman in a red shirt sits near a table",
+    "rocket": "a rocket launches into a blue sky with smoke",
+}
+FIT_STEPS, FIT_LR = 100, 4e-3
 
 
 def greedy(calibrate):
@@ -35,10 +47,9 @@ def words():
     return sorted(set(TINY_TEXT.split()))
 
 
-def bert_tokenizer(folder):
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(BERT_SPECIALS + words()) + "\n", encoding="utf-8")
-    return transformers.BertTokenizerFast(vocab_file=str(vocab))
+def bert_tokenizer():
+    vocab = {token: i for i, token in enumerate(BERT_SPECIALS + words())}
+    return transformers.BertTokenizerFast(vocab=vocab)
 
 
 def gpt2_tokenizer():
@@ -47,7 +58,7 @@ def gpt2_tokenizer():
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(TINY_TEXT.splitlines(), trainers.BpeTrainer(vocab_size=80,
+    tok.train_from_iterator(TINY_TEXT.splitlines(), trainers.BpeTrainer(vocab_size=160,
                                                                         special_tokens=["<|endoftext|>"]))
     return transformers.GPT2TokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>",
                                           eos_token="<|endoftext|>", unk_token="<|endoftext|>")
@@ -62,20 +73,54 @@ def scale_weights(model, seed):
                 p.normal_(0.0, 0.3)
 
 
+def fit_captions(arch, model, tokenizer, processor, prompt, eos):
+    """A few Adam steps of teacher forcing towards FIT_CAPTIONS on the test photos.
+
+    A randomly initialised captioner's next-token logits are near-ties at most steps,
+    so int8 rounding (or any other noise) flips an early token and the rest of the
+    caption with it: free-running agreement then measures chaos, not quantization.
+    After ~1 s of fitting the model is peaked and ends its captions as a trained one
+    does; the captions still differ per photo and SPARC still changes some.
+    """
+    from edgecap.image import read_image
+
+    pixels = processor(images=[read_image(ASSETS / f"{name}.jpg") for name in FIT_CAPTIONS],
+                       return_tensors="pt").pixel_values
+    rows = [list(prompt) + tokenizer.encode(text, add_special_tokens=False) + [eos]
+            for text in FIT_CAPTIONS.values()]
+    width = max(map(len, rows))
+    input_ids = torch.tensor([row + [eos] * (width - len(row)) for row in rows])
+    weight = torch.tensor([[1.0] * (len(row) - 1) + [0.0] * (width - len(row)) for row in rows])
+    optimizer = torch.optim.Adam(model.parameters(), lr=FIT_LR)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: one thread is fastest, and polite next to other jobs
+    try:
+        for _ in range(FIT_STEPS):
+            logits = hf_logits(arch, model, pixels, input_ids)[:, :-1]
+            loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), input_ids[:, 1:], reduction="none")
+            optimizer.zero_grad()
+            ((loss * weight).sum() / weight.sum()).backward()
+            optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+
+
 def build_checkpoint(arch, folder):
     folder.mkdir(parents=True)
     torch.manual_seed(0)
     if arch == "blip":
-        tokenizer = bert_tokenizer(folder)
+        tokenizer = bert_tokenizer()
         ids = tokenizer.convert_tokens_to_ids
         text = dict(WIDTH, vocab_size=len(tokenizer), max_position_embeddings=32, bos_token_id=ids("[DEC]"),
                     sep_token_id=ids("[SEP]"), eos_token_id=ids("[SEP]"), pad_token_id=ids("[PAD]"))
         config = transformers.BlipConfig(text_config=text, vision_config=dict(WIDTH, **IMAGE))
         model = transformers.BlipForConditionalGeneration(config)
         processor = transformers.BlipImageProcessor(size={"height": 32, "width": 32})
+        prompt, eos = [ids("[DEC]")], ids("[SEP]")
     elif arch == "vision-encoder-decoder":
         tokenizer = gpt2_tokenizer()
         eos = tokenizer.eos_token_id
+        prompt = [eos]
         encoder = transformers.ViTConfig(**dict(WIDTH, hidden_size=24), **IMAGE)  # 24 -> 32: enc_to_dec_proj
         decoder = transformers.GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=32,
                                           add_cross_attention=True, is_decoder=True, bos_token_id=eos,
@@ -85,14 +130,16 @@ def build_checkpoint(arch, folder):
         model = transformers.VisionEncoderDecoderModel(config=config)
         processor = transformers.ViTImageProcessor(size={"height": 32, "width": 32})
     else:
-        tokenizer = bert_tokenizer(folder)
+        tokenizer = bert_tokenizer()
         ids = tokenizer.convert_tokens_to_ids
         config = transformers.GitConfig(vision_config=dict(WIDTH, **IMAGE), vocab_size=len(tokenizer),
                                         max_position_embeddings=32, bos_token_id=ids("[CLS]"),
                                         eos_token_id=ids("[SEP]"), pad_token_id=ids("[PAD]"), **WIDTH)
         model = transformers.GitForCausalLM(config)
         processor = transformers.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+        prompt, eos = [ids("[CLS]")], ids("[SEP]")
     scale_weights(model, seed=ARCHS.index(arch))
+    fit_captions(arch, model.eval(), tokenizer, processor, prompt, eos)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     processor.save_pretrained(folder)
@@ -221,6 +268,9 @@ def test_bundle_carries_tokenizer_preprocessing_and_contract(converted):
     assert prep.rescale == pytest.approx(1 / 255)
     assert bundle.tokens.suppress_ids == ()
     assert bundle.calibration.alpha == 1.5 and bundle.calibration.tau == 0.5
+    verification = bundle.manifest["verification"]["fp32_vs_torch"]
+    checks = ("transformers_generate", "sparc_off", "sparc_on")
+    assert {c: verification[f"greedy_token_agreement_{c}"] for c in checks} == dict.fromkeys(checks, 1.0)
 
     hf_tokenizer = transformers.AutoTokenizer.from_pretrained(converted.source)
     ids = hf_tokenizer.encode("a dog runs on the grass", add_special_tokens=False)
