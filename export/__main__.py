@@ -34,7 +34,8 @@ def register_convert(subparsers) -> None:
     p.add_argument("--arch", default="auto", metavar="ARCH",
                    help="auto (from config.json), blip, vision-encoder-decoder or git")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="bundle folder to write")
-    p.add_argument("--int8", action="store_true", help="write an int8 bundle (per-channel int8 weights, dynamic activations)")
+    p.add_argument("--int8", action="store_true",
+                   help="write an int8 bundle (per-channel int8 weights, activations quantized per call)")
     p.add_argument("--calibration", default=None, metavar="SETTINGS",
                    help="SPARC defaults for the bundle, e.g. alpha=1.2,tau=2 (alpha, beta, tau, selection_layer, "
                         "gain_layers)")
@@ -44,12 +45,31 @@ def register_convert(subparsers) -> None:
     p.set_defaults(func=cmd_convert)
 
 
+class _DropMessages(logging.Filter):
+    def __init__(self, start: str):
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.start)
+
+
+def _drop_messages(logger_name: str | None, start: str) -> None:
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, _DropMessages) and f.start == start for f in logger.filters):
+        logger.addFilter(_DropMessages(start))
+
+
 def _quiet_convert_noise() -> None:
-    """Progress bars and exporter chatter that say nothing about this conversion (-v keeps them)."""
+    """Progress bars and library chatter that say nothing about this conversion (-v keeps them)."""
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)  # "no torchvision"
+    # onnxruntime's advice for static quantization, logged for the dynamic kind too
+    _drop_messages(None, "Please consider to run pre-processing before quantization")
+    # generate() on a decoder whose pad token is its EOS (GPT-2), in the verification
+    _drop_messages("transformers.generation.utils", "The attention mask is not set")
     warnings.filterwarnings("ignore", message=r"# The axis name: \w+ will not be used")
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)
