@@ -22,6 +22,7 @@ def _stats(samples: list[float]) -> dict[str, float]:
 def run_bench(args, captioner) -> int:
     from edgecap.cli import decoding_options
     from edgecap.decoding import decode
+    from edgecap.model import VisualFeatures
 
     paths = args.paths or sorted(str(p) for p in ASSETS.glob("*.jpg"))
     if not paths:
@@ -38,8 +39,6 @@ def run_bench(args, captioner) -> int:
         t1 = time.perf_counter()
         cross_k, cross_v, pooled = captioner.encoder.run(None, {"pixels": pixels})
         t2 = time.perf_counter()
-        from edgecap.model import VisualFeatures
-
         features = VisualFeatures(cross_k, cross_v, pooled)
         decoded = decode(captioner.decoder, features, 1, cross_k.shape[3], captioner.bundle.tokens, options,
                          captioner.calibration_for(options))
