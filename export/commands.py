@@ -1,4 +1,4 @@
-"""`python -m export` sub-commands for the model recipes: train, distill, sweep, bundle."""
+"""`python -m export` sub-commands for the model recipes: train, distill, finetune, sweep, bundle."""
 from __future__ import annotations
 
 import json
@@ -52,6 +52,18 @@ def cmd_distill(args) -> int:
         calibration = chosen_spec(args.calibration_report)
     train(_recipe(args), args.out, args.data, args.cache, teacher_path=args.teacher,
           teacher_calibration=calibration)
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    from export.scst import FinetuneOptions, finetune
+
+    _check_data(args.data)
+    if not Path(args.checkpoint).is_file():
+        raise SystemExit(f"export: error: checkpoint {args.checkpoint} not found")
+    options = FinetuneOptions(minutes=args.minutes, lr=args.lr, xe_weight=args.xe_weight,
+                              hallucination_penalty=args.hallucination_penalty)
+    finetune(args.checkpoint, args.out, options, args.data, args.cache)
     return 0
 
 
@@ -156,6 +168,23 @@ def register_distill(sub) -> None:
     p.set_defaults(func=cmd_distill)
 
 
+def register_finetune(sub) -> None:
+    from export.scst import FinetuneOptions
+
+    d = FinetuneOptions()
+    p = sub.add_parser("finetune", help="self-critical fine-tuning: CIDEr-D reward minus hallucinated objects")
+    _common(p, needs_recipe=False)
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--minutes", type=float, default=d.minutes, help="wall-clock budget")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--xe-weight", type=float, default=d.xe_weight,
+                   help="weight of cross-entropy on human captions, which holds the vocabulary")
+    p.add_argument("--hallucination-penalty", type=float, default=d.hallucination_penalty,
+                   help="reward lost per named COCO object that no reference names")
+    p.set_defaults(func=cmd_finetune)
+
+
 def register_sweep(sub) -> None:
     p = sub.add_parser("sweep", help="tune SPARC alpha/beta/tau/selection layer on val")
     _common(p, needs_recipe=False)
@@ -178,4 +207,4 @@ def register_bundle(sub) -> None:
     p.set_defaults(func=cmd_bundle)
 
 
-REGISTER = [register_train, register_distill, register_sweep, register_bundle]
+REGISTER = [register_train, register_distill, register_finetune, register_sweep, register_bundle]
