@@ -38,12 +38,12 @@ NEVER_SAMPLED = [PAD_ID, BOS_ID, UNK_ID]
 
 @dataclass(frozen=True)
 class FinetuneOptions:
-    minutes: float = 22.0
+    minutes: float = 18.0
     samples: int = 5  # captions sampled per photo
     photos_per_batch: int = 32
     lr: float = 4e-5
     max_new_tokens: int = 20
-    hallucination_penalty: float = 0.3  # reward lost per named object absent from every reference
+    hallucination_penalty: float = 0.6  # reward lost per named object absent from every reference
     xe_weight: float = 1.0  # cross-entropy on one human caption per photo: holds the vocabulary
     eval_every: int = 60  # steps between val checks
     val_photos: int = 300

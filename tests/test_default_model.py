@@ -25,7 +25,7 @@ def test_bundle_verifies_is_int8_and_small():
     assert bundle.manifest["quantization"]["decoder"].startswith("int8")
     assert bundle.manifest["quantization"]["encoder"].startswith("int8")
     # Position-wise greedy agreement with the fp32 graphs: one flipped near-tie loses the rest
-    # of a caption, so it reads low (0.84) although val CIDEr is as high in int8 (card).
+    # of a caption, so it reads low (0.73) although val CIDEr is about as high in int8 (card).
     assert bundle.manifest["quantization"]["parity_vs_fp32"]["token_agreement"] >= 0.6
     size = sum(p.stat().st_size for p in MODEL.iterdir() if p.is_file())
     assert size <= 25e6, size
@@ -66,6 +66,6 @@ def test_default_model_beats_caption_retrieval_on_real_photos(tmp_path):
     metrics = json.loads(out.read_text())
     assert metrics["n_images"] == 150
     assert metrics["cider"] > 0.4, metrics
-    assert metrics["chair_i"] < 0.25, metrics  # 0.091 on all of val; noisier on 150
+    assert metrics["chair_i"] < 0.25, metrics  # 0.069 on all of val; noisier on 150
     assert metrics["object_f1"] > 0.65, metrics
     assert metrics["vocab_size"] >= 80, metrics

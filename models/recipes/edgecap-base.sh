@@ -3,7 +3,7 @@
 # a calibrated teacher and its SPARC sweep; a student distilled from it, fine-tuned
 # self-critically (CIDEr-D reward minus hallucinated objects), its sweep; both in int8.
 # CPU-only it takes about 2.5 hours on 2 cores (teacher 55 min, student 40 min, fine-tuning
-# 22 min); backbone features are cached under cache/. A stage whose output already exists is skipped, so an
+# 18 min); backbone features are cached under cache/. A stage whose output already exists is skipped, so an
 # interrupted run resumes; delete runs/ to start over.
 #   RECIPE=smoke RUNS=runs/smoke OUT=runs/smoke/bundle bash models/recipes/edgecap-base.sh   # minutes, every stage
 set -euo pipefail
@@ -13,7 +13,7 @@ data=${DATA:-../shared/data}
 out=${OUT:-models/edgecap-base}
 mkdir -p "$runs"
 if [ "$recipe" = smoke ]; then teacher=smoke; student=smoke; images=100; finetune_minutes=1
-else teacher=teacher; student=student; images=600; finetune_minutes=22; fi
+else teacher=teacher; student=student; images=600; finetune_minutes=18; fi
 stage() { local output=$1; shift; if [ -e "$output" ]; then echo "recipe: $output exists, skipped"; else "$@"; fi; }
 
 stage "$runs/teacher.pt" python -m export -v train --recipe "$teacher" --data "$data" --out "$runs/teacher.pt"
