@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edgecap.evaluate import simple_tokenize
 from export.data import DEFAULT_DATA, feature_cache
 from export.pipeline import load_checkpoint, save_checkpoint
 from export.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, encode_caption
@@ -45,13 +46,11 @@ class FinetuneOptions:
     max_new_tokens: int = 20
     hallucination_penalty: float = 0.6  # reward lost per named object absent from every reference
     xe_weight: float = 1.0  # cross-entropy on one human caption per photo: holds the vocabulary
-    eval_every: int = 60  # steps between val checks
+    eval_every: int = 40  # steps between val checks (the shipped run's)
     val_photos: int = 300
 
 
 def _words(text: str) -> list[str]:
-    from edgecap.evaluate import simple_tokenize
-
     return simple_tokenize(text).split()
 
 
@@ -150,13 +149,6 @@ def human_caption_loss(model, grid: torch.Tensor, photos: list[int], data: Capti
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), ignore_index=PAD_ID)
 
 
-def decode_ids(tokenizer, ids) -> str:
-    ids = [int(i) for i in ids if int(i) not in (PAD_ID, BOS_ID)]
-    if EOS_ID in ids:
-        ids = ids[:ids.index(EOS_ID)]
-    return tokenizer.decode(ids)
-
-
 def finetune(checkpoint: Path, out: Path, options: FinetuneOptions = FinetuneOptions(),
              data_dir: Path = DEFAULT_DATA, cache_dir: Path = Path("cache"), seed: int = 0) -> Path:
     from tokenizers import Tokenizer
@@ -199,7 +191,7 @@ def finetune(checkpoint: Path, out: Path, options: FinetuneOptions = FinetuneOpt
             grid = data.features[photos].float()
             model.eval()  # no dropout: the sampled policy is the one being scored
             tokens = sample_captions(model, grid, options.samples, options.max_new_tokens)
-            captions = [decode_ids(tokenizer, t) for t in tokens]
+            captions = tokenizer.decode_batch(tokens.tolist())  # specials skipped; only PAD follows EOS
             owners = [p for p in photos for _ in range(options.samples)]
             reward = torch.tensor([cider.score(c, p) - options.hallucination_penalty * hallucinations(c, p)
                                    for c, p in zip(captions, owners)]).view(len(photos), options.samples)

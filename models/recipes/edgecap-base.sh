@@ -3,8 +3,8 @@
 # a calibrated teacher and its SPARC sweep; a student distilled from it, fine-tuned
 # self-critically (CIDEr-D reward minus hallucinated objects), its sweep; both in int8.
 # CPU-only it takes about 2.5 hours on 2 cores (teacher 55 min, student 40 min, fine-tuning
-# 18 min); backbone features are cached under cache/. A stage whose output already exists is skipped, so an
-# interrupted run resumes; delete runs/ to start over.
+# 18 min); backbone features are cached under cache/. A stage whose output already exists
+# is skipped, so an interrupted run resumes; delete runs/ to start over.
 #   RECIPE=smoke RUNS=runs/smoke OUT=runs/smoke/bundle bash models/recipes/edgecap-base.sh   # minutes, every stage
 set -euo pipefail
 recipe=${RECIPE:-full}
