@@ -80,10 +80,18 @@ class CiderD:
             norms.append(math.sqrt(sum(x * x for x in v.values())))
         return vecs, norms, len(words)
 
+    def vector(self, caption: str):
+        """A caption's tf-idf n-gram vectors, for `similarity`."""
+        return self._vector([*_words(caption), *self.end])
+
     def score(self, caption: str, photo: int) -> float:
-        vecs, norms, length = self._vector([*_words(caption), *self.end])
+        return self.similarity(self.vector(caption), self.refs[photo])
+
+    def similarity(self, candidate, references: list) -> float:
+        """CIDEr-D of one vectorised caption against vectorised references."""
+        vecs, norms, length = candidate
         total = 0.0
-        for rvecs, rnorms, rlength in self.refs[photo]:
+        for rvecs, rnorms, rlength in references:
             penalty = math.exp(-((length - rlength) ** 2) / (2 * self.sigma ** 2))
             for n in range(4):
                 if norms[n] == 0 or rnorms[n] == 0:
@@ -91,7 +99,7 @@ class CiderD:
                 rv = rvecs[n]
                 dot = sum(min(x, rv[g]) * rv[g] for g, x in vecs[n].items() if g in rv)
                 total += penalty * dot / (norms[n] * rnorms[n])
-        return total / 4 / len(self.refs[photo]) * 10.0
+        return total / 4 / len(references) * 10.0
 
 
 class HallucinationCounter:

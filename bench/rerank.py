@@ -1,0 +1,104 @@
+"""How much could reranking a bundle's candidate captions buy on val? (an experiment, not shipped)
+
+    python bench/rerank.py [--model models/edgecap-base] [--samples 8] [--neighbours 15]
+
+For every val photo the bundle writes a pool of candidates: its beam caption, its greedy
+caption and `--samples` sampled ones. Three ways to pick one are scored on all of val:
+  beam       what edgecap says today;
+  consensus  the candidate closest (CIDEr-D) to the rest of the pool: minimum Bayes risk;
+  neighbours the candidate closest to the human captions of the `--neighbours` train photos
+             nearest in the encoder's pooled features (Devlin et al. 2015). Shipping it
+             would mean shipping those captions, which the data's licence and this repo's
+             rules do not allow, so this row is an upper bound on what retrieval could add.
+Prints one JSON object of metrics per method.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from edgecap.dataset_eval import read_split  # noqa: E402
+from edgecap.decoding import preset  # noqa: E402
+from edgecap.evaluate import evaluate_captions  # noqa: E402
+from edgecap.image import read_image  # noqa: E402
+from edgecap.model import Captioner, VisualFeatures  # noqa: E402
+from export.scst import CiderD  # noqa: E402
+
+REPORTED = ("bleu_4", "cider", "chair_s", "chair_i", "object_f1", "vocab_size", "mean_length")
+
+
+def encode_all(captioner: Captioner, root: Path, records: list[dict], batch: int = 32) -> VisualFeatures:
+    return VisualFeatures.concat([captioner.encode([read_image(root / r["file"]) for r in records[i:i + batch]])
+                                  for i in range(0, len(records), batch)])
+
+
+def caption_all(captioner: Captioner, features: VisualFeatures, options, batch: int = 64) -> list[str]:
+    out: list[str] = []
+    for i in range(0, len(features), batch):
+        out += [r.caption for r in captioner.caption_features(features.take(slice(i, i + batch)), options)]
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, default=REPO / "models" / "edgecap-base")
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--samples", type=int, default=8)
+    ap.add_argument("--temperature", type=float, default=0.7)
+    ap.add_argument("--neighbours", type=int, default=15)
+    args = ap.parse_args(argv)
+
+    root = args.data / "captioned"
+    val, train = read_split(root, "val"), read_split(root, "train")
+    captioner = Captioner.load(args.model)
+    val_features = encode_all(captioner, root, val)
+    pools = [caption_all(captioner, val_features, preset("brief")),
+             caption_all(captioner, val_features, preset("brief", beam_size=1))]
+    pools += [caption_all(captioner, val_features, preset("brief", beam_size=1, temperature=args.temperature, seed=s))
+              for s in range(args.samples)]
+
+    cider = CiderD([r["captions"] for r in train])  # idf from the train references
+    vectors: dict[str, object] = {}
+
+    def vec(text: str):
+        if text not in vectors:
+            vectors[text] = cider.vector(text)
+        return vectors[text]
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    train_pooled = encode_all(captioner, root, train).pooled
+    nearest = np.argsort(-(unit(val_features.pooled) @ unit(train_pooled).T), axis=1)[:, :args.neighbours]
+
+    picks: dict[str, list[str]] = {"beam": pools[0], "consensus": [], "neighbours": []}
+    for i in range(len(val)):
+        pool = [p[i] for p in pools]
+        candidates = list(dict.fromkeys(pool))
+        others = {c: [vec(o) for j, o in enumerate(pool) if j != pool.index(c)] for c in candidates}
+        picks["consensus"].append(max(candidates, key=lambda c: cider.similarity(vec(c), others[c])))
+        pseudo = [vec(t) for j in nearest[i] for t in train[j]["captions"]]
+        picks["neighbours"].append(max(candidates, key=lambda c: cider.similarity(vec(c), pseudo)))
+
+    synonyms = args.data / "chair" / "synonyms.txt"
+    references = {r["file"]: r["captions"] for r in val}
+    report = {}
+    for name, captions in picks.items():
+        metrics = evaluate_captions({r["file"]: c for r, c in zip(val, captions)}, references,
+                                    synonyms_path=synonyms if synonyms.is_file() else None)
+        report[name] = {k: round(metrics[k], 4) for k in REPORTED}
+    report["pool"] = {"candidates_per_photo": len(pools), "temperature": args.temperature,
+                      "neighbours": args.neighbours}
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
