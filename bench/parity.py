@@ -24,7 +24,7 @@ from edgecap.decoding import DecodingOptions  # noqa: E402
 from edgecap.image import normalize, read_image, resize_for_model  # noqa: E402
 from edgecap.model import Captioner  # noqa: E402
 
-GREEDY = dict(beam_size=1, min_length=0, max_length=20)
+GREEDY = dict(beam_size=1, min_length=0, max_length=20, rerank=False)  # the decoder itself, not the memory
 
 
 def photos_for(data: Path, count: int) -> list[Path]:

@@ -1,15 +1,18 @@
-"""How much could reranking a bundle's candidate captions buy on val? (an experiment, not shipped)
+"""How much could reranking a bundle's candidate captions buy on val?
 
     python bench/rerank.py [--model models/edgecap-base] [--samples 8] [--neighbours 15]
 
 For every val photo the bundle writes a pool of candidates: its beam caption, its greedy
-caption and `--samples` sampled ones. Three ways to pick one are scored on all of val:
-  beam       what edgecap says today;
+caption and `--samples` sampled ones. Four ways to pick one are scored on all of val:
+  beam       the beam caption alone (`--no-rerank`);
   consensus  the candidate closest (CIDEr-D) to the rest of the pool: minimum Bayes risk;
   neighbours the candidate closest to the human captions of the `--neighbours` train photos
              nearest in the encoder's pooled features (Devlin et al. 2015). Shipping it
              would mean shipping those captions, which the data's licence and this repo's
-             rules do not allow, so this row is an upper bound on what retrieval could add.
+             rules do not allow, so this row is an upper bound on what retrieval could add;
+  own-neighbours  the same with the bundle's own beam captions of those train photos in
+             place of the human ones: what ships as edgecap/memory.py, except that there
+             the features are reduced to 128 dimensions and the idf comes from the memory.
 Prints one JSON object of metrics per method.
 """
 from __future__ import annotations
@@ -29,7 +32,7 @@ from edgecap.decoding import preset  # noqa: E402
 from edgecap.evaluate import evaluate_captions  # noqa: E402
 from edgecap.image import read_image  # noqa: E402
 from edgecap.model import Captioner, VisualFeatures  # noqa: E402
-from export.scst import CiderD  # noqa: E402
+from edgecap.cider import CiderD  # noqa: E402
 
 REPORTED = ("bleu_4", "cider", "chair_s", "chair_i", "object_f1", "vocab_size", "mean_length")
 
@@ -59,8 +62,8 @@ def main(argv=None) -> int:
     val, train = read_split(root, "val"), read_split(root, "train")
     captioner = Captioner.load(args.model)
     val_features = encode_all(captioner, root, val)
-    pools = [caption_all(captioner, val_features, preset("brief")),
-             caption_all(captioner, val_features, preset("brief", beam_size=1))]
+    pools = [caption_all(captioner, val_features, preset("brief", rerank=False)),
+             caption_all(captioner, val_features, preset("brief", beam_size=1, rerank=False))]
     pools += [caption_all(captioner, val_features, preset("brief", beam_size=1, temperature=args.temperature, seed=s))
               for s in range(args.samples)]
 
@@ -75,10 +78,11 @@ def main(argv=None) -> int:
     def unit(x):
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
-    train_pooled = encode_all(captioner, root, train).pooled
-    nearest = np.argsort(-(unit(val_features.pooled) @ unit(train_pooled).T), axis=1)[:, :args.neighbours]
+    train_features = encode_all(captioner, root, train)
+    nearest = np.argsort(-(unit(val_features.pooled) @ unit(train_features.pooled).T), axis=1)[:, :args.neighbours]
 
-    picks: dict[str, list[str]] = {"beam": pools[0], "consensus": [], "neighbours": []}
+    own_memory = caption_all(captioner, train_features, preset("brief", rerank=False))
+    picks: dict[str, list[str]] = {"beam": pools[0], "consensus": [], "neighbours": [], "own-neighbours": []}
     for i in range(len(val)):
         pool = [p[i] for p in pools]
         candidates = list(dict.fromkeys(pool))
@@ -86,6 +90,8 @@ def main(argv=None) -> int:
         picks["consensus"].append(max(candidates, key=lambda c: cider.similarity(vec(c), others[c])))
         pseudo = [vec(t) for j in nearest[i] for t in train[j]["captions"]]
         picks["neighbours"].append(max(candidates, key=lambda c: cider.similarity(vec(c), pseudo)))
+        own = [vec(own_memory[j]) for j in nearest[i]]
+        picks["own-neighbours"].append(max(candidates, key=lambda c: cider.similarity(vec(c), own)))
 
     synonyms = args.data / "chair" / "synonyms.txt"
     references = {r["file"]: r["captions"] for r in val}

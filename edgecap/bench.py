@@ -21,7 +21,6 @@ def _stats(samples: list[float]) -> dict[str, float]:
 
 def run_bench(args, captioner) -> int:
     from edgecap.cli import decoding_options
-    from edgecap.decoding import decode
     from edgecap.model import VisualFeatures
 
     paths = args.paths or sorted(str(p) for p in ASSETS.glob("*.jpg"))
@@ -40,8 +39,7 @@ def run_bench(args, captioner) -> int:
         cross_k, cross_v, pooled = captioner.encoder.run(None, {"pixels": pixels})
         t2 = time.perf_counter()
         features = VisualFeatures(cross_k, cross_v, pooled)
-        decoded = decode(captioner.decoder, features, 1, cross_k.shape[3], captioner.bundle.tokens, options,
-                         captioner.calibration_for(options))
+        decoded = captioner.caption_features(features, options)  # with reranking when the bundle has a memory
         t3 = time.perf_counter()
         if run >= args.warmup:
             for name, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
@@ -50,7 +48,8 @@ def run_bench(args, captioner) -> int:
             steps.append(len(decoded[0].tokens) + 1)
     report = {"model": captioner.bundle.name, "provider": captioner.provider,
               "threads": captioner.threads or "default", "beams": options.beam_size,
-              "calibration": options.calibrate, "runs": args.runs,
+              "calibration": options.calibrate, "rerank": options.rerank and captioner.memory is not None,
+              "runs": args.runs,
               "mean_tokens": round(float(np.mean(steps)), 1),
               "stages": {k: _stats(v) for k, v in stages.items()}}
     decode_ms = np.asarray(stages["decode"]) / np.asarray(steps)
@@ -61,7 +60,8 @@ def run_bench(args, captioner) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(f"model {report['model']} on {report['provider']}, beams {options.beam_size}, "
-              f"SPARC {'on' if options.calibrate else 'off'}, {args.runs} runs, "
+              f"SPARC {'on' if options.calibrate else 'off'}, rerank {'on' if report['rerank'] else 'off'}, "
+              f"{args.runs} runs, "
               f"{report['mean_tokens']} tokens/caption")
         for name, s in report["stages"].items():
             print(f"  {name:<10} median {s['median_ms']:8.2f} ms   p90 {s['p90_ms']:8.2f} ms")

@@ -158,15 +158,22 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     return bundle
 
 
+REPORTS = "eval"
+
+
 def write_manifest(root: Path, manifest: dict[str, Any]) -> Path:
-    """Fill in format fields and the sha256 of every file in the folder, then write."""
+    """Fill in format fields and the sha256 of every model file in the folder, then write.
+
+    Documentation is left out, so it can be rewritten without re-exporting: markdown and
+    the evaluation reports under eval/.
+    """
     root = Path(root)
     manifest = dict(manifest)
     manifest["format"] = FORMAT
     manifest["format_version"] = FORMAT_VERSION
     manifest["sha256"] = {p.relative_to(root).as_posix(): sha256_file(p)
                           for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST
-                          and not p.name.endswith(".md")}
+                          and not p.name.endswith(".md") and p.relative_to(root).parts[0] != REPORTS}
     path = root / MANIFEST
     path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return path

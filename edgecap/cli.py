@@ -36,6 +36,8 @@ def add_decoding_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--no-calibration", action="store_true", help="turn SPARC calibration off")
     p.add_argument("--calibration", default=None, help="override SPARC settings, e.g. alpha=1.2,tau=2")
+    p.add_argument("--no-rerank", action="store_true",
+                   help="say the beam caption as is, without checking candidates against the model's memory")
 
 
 def decoding_options(args, captioner):
@@ -50,7 +52,7 @@ def decoding_options(args, captioner):
     return preset(args.detail, beam_size=beams, temperature=args.temperature, top_p=args.top_p,
                   repetition_penalty=args.repetition_penalty, min_length=args.min_length,
                   max_length=args.max_length, seed=args.seed, calibrate=not args.no_calibration,
-                  calibration=calibration)
+                  calibration=calibration, rerank=False if args.no_rerank else None)
 
 
 def load_captioner(args):
@@ -104,7 +106,7 @@ def cmd_info(args) -> int:
     b = captioner.bundle
     print(json.dumps({"name": b.name, "path": str(b.path), "architecture": b.manifest["architecture"],
                       "calibration": b.calibration.to_dict(), "quantization": b.manifest.get("quantization"),
-                      "provider": captioner.provider, "available_providers": ort.get_available_providers()},
+                      "memory": b.manifest.get("memory"), "provider": captioner.provider, "available_providers": ort.get_available_providers()},
                      indent=2))
     return 0
 

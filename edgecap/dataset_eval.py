@@ -2,7 +2,7 @@
 
     edgecap eval --data ../shared/data/captioned --split val
     edgecap eval --data DIR --variant student=models/edgecap-base --variant student-nosparc=models/edgecap-base:off \
-        --json metrics.json --markdown table.md --plot metrics.png
+        --variant student-beam=models/edgecap-base:norerank --json metrics.json --markdown table.md --plot metrics.png
 """
 from __future__ import annotations
 
@@ -20,17 +20,19 @@ class Variant:
     name: str
     model: Path | None
     calibrate: bool
+    rerank: bool = True
 
 
 def parse_variant(text: str) -> Variant:
-    """'name=MODEL_DIR' or 'name=MODEL_DIR:off' (SPARC off)."""
+    """'name=MODEL_DIR[:FLAGS]', FLAGS comma-separated: off (SPARC off), norerank (beam caption as is)."""
     name, _, rest = text.partition("=")
     if not name or not rest:
-        raise ValueError(f"--variant wants NAME=MODEL_DIR[:off], got {text!r}")
-    path, _, flag = rest.partition(":")
-    if flag not in ("", "on", "off"):
-        raise ValueError(f"--variant flag must be :on or :off, got {flag!r}")
-    return Variant(name, Path(path), flag != "off")
+        raise ValueError(f"--variant wants NAME=MODEL_DIR[:off][,norerank], got {text!r}")
+    path, _, flags = rest.partition(":")
+    flags = {f for f in flags.split(",") if f}
+    if not flags <= {"on", "off", "norerank"}:
+        raise ValueError(f"--variant flags are on, off and norerank, got {sorted(flags)}")
+    return Variant(name, Path(path), "off" not in flags, "norerank" not in flags)
 
 
 def read_split(data: Path, split: str | None) -> list[dict]:
@@ -102,6 +104,7 @@ def run_eval(args) -> int:
     for variant in variants:
         captioner = Captioner.load(variant.model, provider=args.provider, threads=args.threads)
         options = replace(decoding_options(args, captioner), calibrate=variant.calibrate)
+        options = replace(options, rerank=options.rerank and variant.rerank)
         start = time.time()
         predictions = caption_records(captioner, records, Path(args.data), options, variant.name,
                                       True if args.progress else None)
@@ -138,7 +141,8 @@ def register_cli(sub) -> None:
     p = sub.add_parser("eval", help="score captions against human references (BLEU, CIDEr, CHAIR, ...)")
     p.add_argument("--data", type=Path, required=True, help="folder with captions.jsonl and the images")
     p.add_argument("--split", default=None, help="only records of this split (default: every record)")
-    p.add_argument("--variant", action="append", default=[], help="NAME=MODEL_DIR[:off], repeatable")
+    p.add_argument("--variant", action="append", default=[],
+                   help="NAME=MODEL_DIR[:off][,norerank] (SPARC off; no memory reranking), repeatable")
     p.add_argument("--json", default=None, help="write metrics (stable lower-case keys) to this file")
     p.add_argument("--markdown", default=None, help="write the markdown table to this file")
     p.add_argument("--plot", default=None, help="write a PNG comparing the variants")

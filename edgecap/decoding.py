@@ -31,6 +31,7 @@ class DecodingOptions:
     calibrate: bool = True  # SPARC on/off
     calibration: CalibrationSpec | None = None  # None: the bundle's tuned defaults
     seed: int | None = None
+    rerank: bool = True  # with a bundle memory: pick among candidates by similar photos (edgecap/memory.py)
 
     def __post_init__(self):
         if not 1 <= self.beam_size <= 8:
@@ -52,7 +53,7 @@ PRESETS: dict[str, DecodingOptions] = {
     "brief": DecodingOptions(beam_size=3, max_length=20, length_penalty=0.8, no_repeat_ngram_size=3),
     # Longer, with repeats discouraged: naive length pushes small decoders into loops.
     "detailed": DecodingOptions(beam_size=4, min_length=8, max_length=40, length_penalty=1.4,
-                                repetition_penalty=1.2, no_repeat_ngram_size=3),
+                                repetition_penalty=1.2, no_repeat_ngram_size=3, rerank=False),
 }
 
 

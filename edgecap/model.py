@@ -14,8 +14,9 @@ import onnxruntime as ort
 
 from edgecap.bundle import Bundle, BundleError, load_bundle
 from edgecap.calibration import CalibrationSpec
-from edgecap.decoding import DecodingOptions, decode
+from edgecap.decoding import Decoded, DecodingOptions, decode
 from edgecap.image import EXPOSURE_MESSAGES, as_rgb, exposure_problem, normalize, resize_for_model
+from edgecap.memory import CaptionMemory, MemorySettings
 from edgecap.providers import CPU, create_session, resolve_providers
 from edgecap.tokenizer import CaptionTokenizer
 
@@ -126,6 +127,7 @@ class Captioner:
                                                   "decoder"), self.arch.n_layers)
         self._features: OrderedDict[bytes, VisualFeatures] = OrderedDict()
         self._feature_cache_size = feature_cache_size
+        self.memory = _load_memory(bundle)
 
     @classmethod
     def load(cls, model: str | Path | None = None, provider: str = "auto", threads: int | None = None,
@@ -189,11 +191,34 @@ class Captioner:
         start = time.perf_counter()
         options = replace(options, max_length=min(options.max_length, self.arch.max_length - len(
             self.bundle.tokens.prompt_ids)))
-        decoded = decode(self.decoder, features, len(features), features.cross_k.shape[3], self.bundle.tokens,
-                         options, self.calibration_for(options))
+        decoded = self._decode(features, options)
+        if options.rerank and self.memory is not None and options.temperature == 0:
+            decoded = self._rerank(features, options, decoded)
         ms = (time.perf_counter() - start) * 1000 / max(len(features), 1)
         return [CaptionResult(caption=self.tokenizer.decode(d.tokens), tokens=d.tokens, ms=ms, logprob=d.logprob,
                               sparc_selected=d.selected_tokens) for d in decoded]
+
+    def _decode(self, features: VisualFeatures, options: DecodingOptions) -> list[Decoded]:
+        return decode(self.decoder, features, len(features), features.cross_k.shape[3], self.bundle.tokens,
+                      options, self.calibration_for(options))
+
+    def _rerank(self, features: VisualFeatures, options: DecodingOptions, best: list[Decoded]) -> list[Decoded]:
+        """Beam, greedy and sampled candidates; keep the one closest to what the memory says."""
+        settings = self.memory.settings
+        n = len(features)
+        greedy = self._decode(features, replace(options, beam_size=1)) if options.beam_size > 1 else []
+        sampled = self._decode(features.take(np.repeat(np.arange(n), settings.samples)),
+                               replace(options, beam_size=1, temperature=settings.temperature,
+                                       seed=0 if options.seed is None else options.seed))
+        neighbours = self.memory.nearest(features.pooled)
+        chosen = []
+        for i in range(n):
+            pool = [best[i], *greedy[i:i + 1], *sampled[i * settings.samples:(i + 1) * settings.samples]]
+            texts = [self.tokenizer.decode(d.tokens) for d in pool]
+            unique = list(dict.fromkeys(texts))
+            pick = unique[self.memory.choose(unique, neighbours[i])]
+            chosen.append(pool[texts.index(pick)])
+        return chosen
 
     def caption(self, images: list[np.ndarray], options: DecodingOptions = DecodingOptions()
                 ) -> list[CaptionResult]:
@@ -215,3 +240,17 @@ class Captioner:
             for i in describable:
                 results[i].ms = per_image
         return results  # type: ignore[return-value]
+
+
+def _load_memory(bundle: Bundle) -> CaptionMemory | None:
+    if "memory" not in bundle.files:
+        return None
+    try:
+        memory = CaptionMemory.from_bytes(bundle.read_verified("memory"),
+                                          MemorySettings.from_dict(bundle.manifest.get("memory", {})))
+    except ValueError as exc:
+        raise BundleError(f"{bundle.path}: {exc}") from None
+    if memory.mean.shape[0] != bundle.architecture.pooled_dim:
+        raise BundleError(f"{bundle.path}: memory was built for {memory.mean.shape[0]}-d features, "
+                          f"the encoder gives {bundle.architecture.pooled_dim}")
+    return memory

@@ -1,4 +1,4 @@
-"""`python -m export` sub-commands for the model recipes: train, distill, finetune, sweep, bundle."""
+"""`python -m export` sub-commands for the model recipes: train, distill, finetune, sweep, bundle, memory."""
 from __future__ import annotations
 
 import json
@@ -125,7 +125,7 @@ def cmd_bundle(args) -> int:
                         child.unlink() if child.is_file() else shutil.rmtree(child)
             quantize_bundle(fp32_dir, out, calibration_images(args.data), name_suffix="")
             photos = [read_image(p) for p in parity_images(args.data)]
-            greedy = DecodingOptions(beam_size=1, min_length=0, max_length=20)
+            greedy = DecodingOptions(beam_size=1, min_length=0, max_length=20, rerank=False)
             report = parity_report(Captioner.load(fp32_dir, provider="cpu"), Captioner.load(out, provider="cpu"),
                                    photos, greedy)
             if args.keep_fp32:
@@ -139,6 +139,17 @@ def cmd_bundle(args) -> int:
     load_bundle(out)
     sizes = {p.name: p.stat().st_size for p in out.iterdir() if p.is_file()}
     print(f"wrote {out}: {sum(sizes.values()) / 1e6:.1f} MB", json.dumps(sizes))
+    return 0
+
+
+def cmd_memory(args) -> int:
+    from edgecap.memory import MemorySettings
+    from export.data import load_records
+    from export.memory import add_memory
+
+    _check_data(args.data)
+    photos = [r.path for r in load_records(args.data, split="train")]
+    add_memory(args.model, photos, args.dims, MemorySettings(neighbours=args.neighbours, samples=args.samples))
     return 0
 
 
@@ -207,4 +218,17 @@ def register_bundle(sub) -> None:
     p.set_defaults(func=cmd_bundle)
 
 
-REGISTER = [register_train, register_distill, register_finetune, register_sweep, register_bundle]
+def register_memory(sub) -> None:
+    from edgecap.memory import MemorySettings
+
+    d = MemorySettings()
+    p = sub.add_parser("memory", help="add a caption memory (reranking by similar train photos) to a bundle")
+    _common(p, needs_recipe=False)
+    p.add_argument("--model", type=Path, required=True, help="bundle folder to extend")
+    p.add_argument("--dims", type=int, default=128, help="PCA dimensions of the stored features")
+    p.add_argument("--neighbours", type=int, default=d.neighbours)
+    p.add_argument("--samples", type=int, default=d.samples, help="sampled candidates per photo at run time")
+    p.set_defaults(func=cmd_memory)
+
+
+REGISTER = [register_train, register_distill, register_finetune, register_sweep, register_bundle, register_memory]

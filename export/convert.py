@@ -208,7 +208,7 @@ def photo_paths(folder: Path | None = None) -> list[Path]:
 
 
 def greedy(max_length: int, calibrate: bool) -> DecodingOptions:
-    return DecodingOptions(beam_size=1, min_length=0, max_length=max_length, calibrate=calibrate)
+    return DecodingOptions(beam_size=1, min_length=0, max_length=max_length, calibrate=calibrate, rerank=False)
 
 
 def verify_against_torch(bundle_dir: Path, captioner: HFCaptioner, photos: list[np.ndarray]) -> dict[str, Any]:

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import random
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,14 +24,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edgecap.evaluate import simple_tokenize
+from edgecap.cider import CiderD
 from export.data import DEFAULT_DATA, feature_cache
 from export.pipeline import load_checkpoint, save_checkpoint
 from export.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, encode_caption
 from export.train import CaptionData, Recipe, greedy_captions, pad_ids
 
 log = logging.getLogger(__name__)
-END = "</s>"
 NEVER_SAMPLED = [PAD_ID, BOS_ID, UNK_ID]
 
 
@@ -48,58 +45,6 @@ class FinetuneOptions:
     xe_weight: float = 1.0  # cross-entropy on one human caption per photo: holds the vocabulary
     eval_every: int = 40  # steps between val checks (the shipped run's)
     val_photos: int = 300
-
-
-def _words(text: str) -> list[str]:
-    return simple_tokenize(text).split()
-
-
-def _ngrams(words: list[str], n: int) -> Counter:
-    return Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
-
-
-class CiderD:
-    """CIDEr-D (n = 1..4, sigma 6, clipped counts, x10) with idf from a fixed reference corpus."""
-
-    def __init__(self, references: list[list[str]], sigma: float = 6.0, end_token: bool = True):
-        self.sigma = sigma
-        self.end = [END] if end_token else []
-        tokenized = [[[*_words(r), *self.end] for r in refs] for refs in references]
-        df: Counter = Counter()
-        for refs in tokenized:
-            df.update({g for r in refs for n in range(1, 5) for g in _ngrams(r, n)})
-        self.df = df
-        self.log_docs = math.log(float(len(references)))
-        self.refs = [[self._vector(r) for r in refs] for refs in tokenized]
-
-    def _vector(self, words: list[str]):
-        vecs, norms = [], []
-        for n in range(1, 5):
-            v = {g: c * (self.log_docs - math.log(max(1.0, self.df.get(g, 0.0)))) for g, c in _ngrams(words, n).items()}
-            vecs.append(v)
-            norms.append(math.sqrt(sum(x * x for x in v.values())))
-        return vecs, norms, len(words)
-
-    def vector(self, caption: str):
-        """A caption's tf-idf n-gram vectors, for `similarity`."""
-        return self._vector([*_words(caption), *self.end])
-
-    def score(self, caption: str, photo: int) -> float:
-        return self.similarity(self.vector(caption), self.refs[photo])
-
-    def similarity(self, candidate, references: list) -> float:
-        """CIDEr-D of one vectorised caption against vectorised references."""
-        vecs, norms, length = candidate
-        total = 0.0
-        for rvecs, rnorms, rlength in references:
-            penalty = math.exp(-((length - rlength) ** 2) / (2 * self.sigma ** 2))
-            for n in range(4):
-                if norms[n] == 0 or rnorms[n] == 0:
-                    continue
-                rv = rvecs[n]
-                dot = sum(min(x, rv[g]) * rv[g] for g, x in vecs[n].items() if g in rv)
-                total += penalty * dot / (norms[n] * rnorms[n])
-        return total / 4 / len(references) * 10.0
 
 
 class HallucinationCounter:

@@ -7,7 +7,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("pycocoevalcap")
 
-from export.scst import CiderD, HallucinationCounter, sample_captions, sequence_log_probs  # noqa: E402
+from edgecap.cider import CiderD  # noqa: E402
+from export.scst import HallucinationCounter, sample_captions, sequence_log_probs  # noqa: E402
 from export.tokenizer import BOS_ID, EOS_ID, PAD_ID  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

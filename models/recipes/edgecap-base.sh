@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The recipe of the shipped default model, models/edgecap-base (run from the repo root):
 # a calibrated teacher and its SPARC sweep; a student distilled from it, fine-tuned
-# self-critically (CIDEr-D reward minus hallucinated objects), its sweep; both in int8.
+# self-critically (CIDEr-D reward minus hallucinated objects), its sweep; both in int8;
+# then the shipped bundle's caption memory (edgecap/memory.py).
 # CPU-only it takes about 2.5 hours on 2 cores (teacher 55 min, student 40 min, fine-tuning
 # 18 min); backbone features are cached under cache/. A stage whose output already exists
 # is skipped, so an interrupted run resumes; delete runs/ to start over.
@@ -31,6 +32,8 @@ stage "$runs/sweep-student.json" python -m export -v sweep --checkpoint "$runs/s
 # fine-tuning are bundled too, for the model card's comparison.
 python -m export -v bundle --checkpoint "$runs/student-scst.pt" --data "$data" --int8 --keep-fp32 "$runs/student-fp32" \
   --calibration-report "$runs/sweep-student.json" --out "$out"
+# Its memory: the shipped model's own captions of the train photos, for reranking candidates.
+python -m export -v memory --model "$out" --data "$data"
 python -m export -v bundle --checkpoint "$runs/student.pt" --data "$data" --int8 --keep-fp32 \
   "$runs/student-distilled-fp32" --calibration-report "$runs/sweep-student-distilled.json" \
   --name edgecap-student-distilled --out "$runs/student-distilled-int8"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The model card's evaluation of models/edgecap-base on the val split (run from the repo root
 # after edgecap-base.sh). Writes models/edgecap-base/eval/: metrics.json, table.md, variants.png.
-# Variants: the shipped int8 model (the fine-tuned, calibrated student) with SPARC on and off,
-# the same student in fp32, the student before fine-tuning, and the teacher in int8 and fp32.
+# Variants: the shipped int8 model (the fine-tuned, calibrated student, reranking with its
+# memory) with SPARC on and off and without reranking; the same student in fp32, the student
+# before fine-tuning, and the teacher in int8 and fp32 (these have no memory: beam captions).
 # Decoding is the default "brief" preset (beam 3) for every variant.
 set -euo pipefail
 runs=${RUNS:-runs}
@@ -12,6 +13,7 @@ out="$model/eval"
 mkdir -p "$out"
 edgecap eval --data "$data/captioned" --split val --progress \
   --variant "shipped-int8=$model" --variant "shipped-int8-sparc-off=$model:off" \
+  --variant "shipped-int8-no-rerank=$model:norerank" \
   --variant "shipped-fp32=$runs/student-fp32" --variant "distilled-int8=$runs/student-distilled-int8" \
   --variant "teacher-int8=$runs/teacher-int8" --variant "teacher-fp32=$runs/teacher-fp32" \
   --json "$out/metrics.json" --markdown "$out/table.md" --plot "$out/variants.png" \

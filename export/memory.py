@@ -1,0 +1,63 @@
+"""Give a bundle its caption memory (edgecap/memory.py): the train photos, as the bundle sees them.
+
+For each train photo the bundle's own encoder gives the pooled features and its own beam
+caption (brief preset, no reranking) gives the text. No human caption is stored.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from edgecap.bundle import load_bundle, write_manifest
+from edgecap.decoding import preset
+from edgecap.image import ImageError, read_image
+from edgecap.memory import MEMORY_FILE, CaptionMemory, MemorySettings
+from edgecap.model import Captioner
+
+log = logging.getLogger(__name__)
+
+
+def add_memory(bundle_dir: Path, photos: list[Path], dims: int = 128, settings: MemorySettings = MemorySettings(),
+               batch: int = 32) -> CaptionMemory:
+    """Caption the photos with the bundle itself (beam, no reranking) and store that as its memory."""
+    bundle_dir = Path(bundle_dir)
+    start = time.time()
+    captioner = Captioner.load(bundle_dir, provider="cpu")
+    plain = preset("brief", rerank=False)
+    pooled, captions = [], []
+    for i in range(0, len(photos), batch):
+        images = []
+        for path in photos[i:i + batch]:
+            try:
+                images.append(read_image(path))
+            except ImageError as exc:
+                log.warning("%s; skipped", exc)
+        if not images:
+            continue
+        features = captioner.encode(images)
+        pooled.append(features.pooled)
+        captions += [r.caption for r in captioner.caption_features(features, plain)]
+    if len(captions) < 2:
+        raise ValueError(f"a memory needs at least 2 readable photos, got {len(captions)}")
+    memory = CaptionMemory.fit(np.concatenate(pooled), captions, dims, settings)
+    write_memory(bundle_dir, memory)
+    log.info("memory of %d photos (%d dims) added to %s in %.0f s", len(captions), memory.basis.shape[1],
+             bundle_dir, time.time() - start)
+    return memory
+
+
+def write_memory(bundle_dir: Path, memory: CaptionMemory) -> None:
+    """Store the memory in the bundle, list it in the manifest with its hash, and check it loads."""
+    (bundle_dir / MEMORY_FILE).write_bytes(memory.to_bytes())
+    bundle = load_bundle(bundle_dir)
+    manifest = {k: v for k, v in bundle.manifest.items() if k not in ("sha256", "format", "format_version")}
+    manifest["files"]["memory"] = MEMORY_FILE
+    manifest["memory"] = {**asdict(memory.settings), "photos": len(memory.captions),
+                          "dims": int(memory.basis.shape[1]),
+                          "captions": "the bundle's own captions of the photos (no human captions)"}
+    write_manifest(bundle_dir, manifest)
+    Captioner.load(bundle_dir)  # refuse to hand out a memory the runtime would refuse
