@@ -106,7 +106,8 @@ def cmd_info(args) -> int:
     b = captioner.bundle
     print(json.dumps({"name": b.name, "path": str(b.path), "architecture": b.manifest["architecture"],
                       "calibration": b.calibration.to_dict(), "quantization": b.manifest.get("quantization"),
-                      "memory": b.manifest.get("memory"), "provider": captioner.provider, "available_providers": ort.get_available_providers()},
+                      "memory": b.manifest.get("memory"), "provider": captioner.provider,
+                      "available_providers": ort.get_available_providers()},
                      indent=2))
     return 0
 

@@ -103,8 +103,8 @@ def run_eval(args) -> int:
     all_predictions: dict[str, dict[str, str]] = {}
     for variant in variants:
         captioner = Captioner.load(variant.model, provider=args.provider, threads=args.threads)
-        options = replace(decoding_options(args, captioner), calibrate=variant.calibrate)
-        options = replace(options, rerank=options.rerank and variant.rerank)
+        options = decoding_options(args, captioner)
+        options = replace(options, calibrate=variant.calibrate, rerank=options.rerank and variant.rerank)
         start = time.time()
         predictions = caption_records(captioner, records, Path(args.data), options, variant.name,
                                       True if args.progress else None)

@@ -131,7 +131,7 @@ def cmd_bundle(args) -> int:
             if args.keep_fp32:
                 shutil.copytree(fp32_dir, args.keep_fp32, dirs_exist_ok=True)
             bundle = load_bundle(out)
-            manifest = {k: v for k, v in bundle.manifest.items() if k not in ("sha256", "format", "format_version")}
+            manifest = dict(bundle.manifest)  # write_manifest recomputes format fields and hashes
             manifest["quantization"]["parity_vs_fp32"] = {k: round(v, 4) for k, v in report.items()}
             write_manifest(out, manifest)
             print("int8 vs fp32 on", report["images"], "val photos:", json.dumps(manifest["quantization"]

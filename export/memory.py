@@ -54,8 +54,8 @@ def write_memory(bundle_dir: Path, memory: CaptionMemory) -> None:
     """Store the memory in the bundle, list it in the manifest with its hash, and check it loads."""
     (bundle_dir / MEMORY_FILE).write_bytes(memory.to_bytes())
     bundle = load_bundle(bundle_dir)
-    manifest = {k: v for k, v in bundle.manifest.items() if k not in ("sha256", "format", "format_version")}
-    manifest["files"]["memory"] = MEMORY_FILE
+    manifest = dict(bundle.manifest)  # write_manifest recomputes the hashes, memory.npz's included
+    manifest["files"] = {**manifest["files"], "memory": MEMORY_FILE}
     manifest["memory"] = {**asdict(memory.settings), "photos": len(memory.captions),
                           "dims": int(memory.basis.shape[1]),
                           "captions": "the bundle's own captions of the photos (no human captions)"}
