@@ -69,3 +69,34 @@ def test_threads_leave_a_core_free_on_bigger_boards(monkeypatch):
     for cores, threads in ((1, 1), (2, 1), (4, 3), (6, 4), (16, 4)):
         monkeypatch.setattr(P.os, "cpu_count", lambda c=cores: c)
         assert P.default_threads() == threads
+
+
+@pytest.mark.skipif(not ENCODER.is_file(), reason="no shipped model")
+def test_narration_says_once_that_the_accelerator_was_not_used(monkeypatch, tmp_path, photos):
+    import json
+
+    import onnxruntime as ort
+
+    import edgecap.model
+    from edgecap.decoding import preset
+    from edgecap.frames import MemorySource
+    from edgecap.narrate import EventLog, NarrateOptions, Narrator
+    from edgecap.speech import SpeechWorker, TextVoice
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime really has CUDA")
+    monkeypatch.setattr(edgecap.model, "resolve_providers", lambda requested: ["CUDAExecutionProvider", P.CPU])
+    captioner = edgecap.model.Captioner.load(REPO / "models" / "edgecap-base")
+    assert captioner.provider == P.CPU and "CUDAExecutionProvider" in P.captioner_fallback(captioner)
+    log = EventLog(tmp_path / "log.jsonl")
+    speech = SpeechWorker(TextVoice(), replace_pending=False)
+    frames = [photos[0]] * 12 + [photos[2]] * 12
+    Narrator(MemorySource(frames, fps=5), captioner, preset("brief", beam_size=1, rerank=False), speech, log,
+             options=NarrateOptions(duration=None)).run()
+    speech.close()
+    log.close()
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["cue"] for r in records if r["kind"] == "cue"] == ["ready", "cpu"]
+    faults = [r for r in records if r["kind"] == "fault"]
+    assert len(faults) == 1 and faults[0]["source"] == "model" and "CUDAExecutionProvider" in faults[0]["text"]
+    assert sum(r["kind"] == "caption" for r in records) == 2
