@@ -109,5 +109,5 @@ Description: offline image description that speaks, for blind and low-vision peo
  "systemctl enable --now edgecap-narrator" to narrate at boot).
 EOF
 mkdir -p "$WORK"
-dpkg-deb --root-owner-group -Zxz -z6 --build "$STAGE" "$DEB" >/dev/null
+dpkg-deb --root-owner-group -Zzstd -z9 --build "$STAGE" "$DEB" >/dev/null
 echo "build-deb: wrote $DEB ($(du -h "$DEB" | cut -f1), installed $((SIZE / 1024)) MiB)"
