@@ -68,7 +68,8 @@ echo /opt/edgecap/app > "$SITE/edgecap-app.pth"
 cat > "$STAGE/usr/bin/edgecap" <<'EOF'
 #!/bin/sh
 # -I: ignore PYTHON* variables, the user's site-packages and the current folder.
-exec /opt/edgecap/venv/bin/python3 -I -m edgecap "$@"
+# onnxruntime's telemetry stays off even before edgecap is imported.
+ORT_DISABLE_TELEMETRY=1 exec /opt/edgecap/venv/bin/python3 -I -m edgecap "$@"
 EOF
 chmod 755 "$STAGE/usr/bin/edgecap"
 
@@ -101,7 +102,6 @@ Recommends: alsa-utils, v4l-utils
 Suggests: python3-gpiozero, rpicam-apps
 Section: misc
 Priority: optional
-Homepage: https://example.invalid/edgecap
 Description: offline image description that speaks, for blind and low-vision people
  edgecap describes photos and the camera view aloud, on the device, without a network.
  This package holds edgecap, its default model and a private Python environment in
