@@ -80,7 +80,12 @@ def check_platform() -> Check:
     detail = (f"{platform.system()} {platform.machine()}{' (' + board + ')' if board else ''}, Python "
               f"{platform.python_version()}, {cores} cores ({cpu}), onnxruntime threads {default_threads()}; "
               f"features: {' '.join(features) or 'none found'}")
-    if platform.machine() in ("aarch64", "arm64") and flags and "asimd" not in flags:
+    arm = platform.machine() in ("aarch64", "arm64")
+    if arm and "flags" in info:  # x86 flags under an ARM Python: qemu-user shows the host's cpuinfo
+        data["emulated"] = True
+        return Check("platform", PASS, detail + " (/proc/cpuinfo describes an x86 host: running emulated)",
+                     data=data)
+    if arm and flags and "asimd" not in flags:
         return Check("platform", WARN, detail, "this ARM CPU reports no NEON (asimd): captioning will be slow",
                      data=data)
     return Check("platform", PASS, detail, data=data)
@@ -274,7 +279,7 @@ def _engine_makes_sound(engine: str) -> tuple[bool, str]:
 
 def minimal_output_check(engine: str = "auto"):
     """Used until edgecap.speech has check_output: engine found, renders audio, a device exists."""
-    from edgecap.speech import SpeechError, pick_engine
+    from edgecap.speech import SpeechError, espeak_binary, pick_engine
 
     try:
         chosen = pick_engine(engine)
@@ -283,6 +288,11 @@ def minimal_output_check(engine: str = "auto"):
     if chosen == "none":
         return False, chosen, "no speech engine (espeak-ng, or pyttsx3 with espeak-ng) is installed"
     renders, how = _engine_makes_sound(chosen)
+    if not renders and engine == "auto" and chosen == "pyttsx3" and espeak_binary():
+        failed = how  # does the espeak-ng program work where pyttsx3 did not? (--speech espeak)
+        chosen = "espeak"
+        renders, how = _engine_makes_sound(chosen)
+        how = f"{how} ({failed})"
     devices = output_devices()
     where = ", ".join(devices["pulse"] + devices["alsa"])
     if not renders:

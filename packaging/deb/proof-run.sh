@@ -45,7 +45,8 @@ fi
 if [ -n "${QEMU:-}" ]; then cp "$QEMU" "$ROOT/usr/bin/"; fi  # for binfmt entries without the F flag
 
 mount -t proc proc "$ROOT/proc"
-trap 'umount "$ROOT/proc" 2>/dev/null || true' EXIT INT TERM
+mount -t sysfs -o ro sysfs "$ROOT/sys"  # onnxruntime's cpuinfo reads /sys/devices/system/cpu
+trap 'umount "$ROOT/sys" "$ROOT/proc" 2>/dev/null || true' EXIT INT TERM
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
 cp "$DEB" "$ROOT/tmp/"
 cp "$PHOTO" "$ROOT/tmp/photo.jpg"
