@@ -49,7 +49,7 @@ mkdir -p "$SITE" "$STAGE/opt/edgecap/venv/bin" "$STAGE/opt/edgecap/app/models" "
 # shellcheck disable=SC2086
 "$PY" -m pip install -q --no-deps --no-index --find-links "$WHEELS" --only-binary=:all: $PLATFORMS \
     --python-version 3.11 --implementation cp --target "$SITE" -r "$HERE/requirements.txt"
-rm -rf "$SITE/bin"  # console scripts with this machine's interpreter in their #! line
+rm -rf "${SITE:?}/bin"  # console scripts with this machine's interpreter in their #! line
 
 # A venv by hand: the interpreter is the target's own /usr/bin/python3.11.
 cat > "$STAGE/opt/edgecap/venv/pyvenv.cfg" <<EOF
