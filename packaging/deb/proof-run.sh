@@ -45,8 +45,10 @@ fi
 if [ -n "${QEMU:-}" ]; then cp "$QEMU" "$ROOT/usr/bin/"; fi  # for binfmt entries without the F flag
 
 mount -t proc proc "$ROOT/proc"
-mount -t sysfs -o ro sysfs "$ROOT/sys"  # onnxruntime's cpuinfo reads /sys/devices/system/cpu
 trap 'umount "$ROOT/sys" "$ROOT/proc" 2>/dev/null || true' EXIT INT TERM
+# onnxruntime's cpuinfo reads /sys/devices/system/cpu. Emulated, it would read the x86 host's
+# and crash (qemu: signal 11, seen here); without /sys it only warns that it found no CPU info.
+if [ -z "${QEMU:-}" ]; then mount -t sysfs -o ro sysfs "$ROOT/sys"; fi
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
 cp "$DEB" "$ROOT/tmp/"
 cp "$PHOTO" "$ROOT/tmp/photo.jpg"
