@@ -32,6 +32,7 @@ import cv2
 
 from edgecap.frames import (END, CameraSource, Capture, Frame, FrameSource, FrameSourceError, ImageFolderSource,
                             Looping, Paced, VideoSource, parse_size)
+from edgecap.providers import captioner_fallback
 from edgecap.scene import (ExposureChange, SameScene, SceneChange, SceneDetector, SceneOptions, TonePlayer,
                            brightness_to_pitch, colour_name)
 from edgecap.speech import REPEAT_THRESHOLD, SpeechWorker, make_voice, pick_engine
@@ -169,6 +170,10 @@ class Narrator:
                  fps=round(self.source.fps, 2) or None, size=list(size) if size else None,
                  provider=getattr(self.captioner, "provider", None))
         self.cue("ready", 0.0)
+        fallback = captioner_fallback(self.captioner) if self.captioner is not None else None
+        if fallback:  # the accelerator failed while loading: said once, the reason logged
+            self.fault(fallback, 0.0, source="model")
+            self.cue("cpu", 0.0)
         self.capture.start()
         errors_in_a_row = 0
         try:
@@ -353,9 +358,11 @@ def register_cli(subparsers) -> None:
     p = subparsers.add_parser("narrate", help="describe the camera view out loud whenever it changes",
                               description="Describe what is in front of the camera, only when it changes.")
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--camera", type=int, metavar="N", help="OpenCV camera index")
-    where.add_argument("--video", type=Path, metavar="FILE", help="a video file")
-    where.add_argument("--images", type=Path, metavar="DIR", help="a slideshow of the photos in a folder")
+    # Each may be repeated: several sources share one loaded model (edgecap.streams).
+    where.add_argument("--camera", type=int, metavar="N", action="append", help="OpenCV camera index")
+    where.add_argument("--video", type=Path, metavar="FILE", action="append", help="a video file")
+    where.add_argument("--images", type=Path, metavar="DIR", action="append",
+                       help="a slideshow of the photos in a folder")
     p.add_argument("--camera-size", type=parse_size, metavar="WxH", help="ask the camera for this resolution")
     p.add_argument("--camera-fps", type=float, help="ask the camera for this frame rate")
     p.add_argument("--seconds-per-image", type=float, default=3.0, help="slideshow: seconds per photo")
@@ -389,7 +396,11 @@ def register_cli(subparsers) -> None:
 
 def cmd_narrate(args) -> int:
     from edgecap.cli import decoding_options, load_captioner
+    from edgecap.streams import narrate_streams, single_source, source_count
 
+    if source_count(args) > 1:
+        return narrate_streams(args)
+    args = single_source(args)
     channel = "colour" if args.channel == "color" else args.channel
     engine = pick_engine(args.speech)
     if engine == "none" and args.speech == "auto":
