@@ -160,28 +160,42 @@ def _raw(reader: TextReader, rgb: np.ndarray) -> dict:
             "wall": wall, "cpu": cpu, "w": rgb.shape[1], "h": rgb.shape[0]}
 
 
-def collect(args) -> dict:
-    cache = Path(args.cache) / f"text_eval_det{args.det_side}_s{args.synthetic}_p{args.photos}_seed{args.seed}.json"
+def collect(args, part: str) -> list[dict]:
+    """Raw lines for one set ("synthetic" or "photos"), read once and cached."""
+    n = args.synthetic if part == "synthetic" else args.photos
+    cache = Path(args.cache) / f"text_eval_{part}_det{args.det_side}_n{n}_seed{args.seed}.json"
     if cache.exists():
         return json.loads(cache.read_text())
     cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_suffix(".partial.json")  # resumes an interrupted run
+    out = json.loads(partial.read_text()) if partial.exists() else []
     reader = TextReader(ReadOptions(det_side=args.det_side, threads=args.threads))
     reader.recognise(np.zeros((64, 64, 3), np.uint8))  # load the models before timing
-    rng = random.Random(args.seed)
-    backgrounds = sorted(glob.glob(str(args.data / "unlabeled" / "images" / "*.jpg")))
-    out = {"synthetic": [], "photos": []}
-    for i in range(args.synthetic):
-        rgb, truth, meta = render(rng, backgrounds)
-        out["synthetic"].append({"truth": truth, "meta": meta, **_raw(reader, rgb)})
-        if args.save_examples and i < 12:
-            cv2.imwrite(str(Path(args.cache) / f"synthetic_{i}.jpg"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        print(f"\rsynthetic {i + 1}/{args.synthetic}", end="", file=sys.stderr, flush=True)
-    for i, path in enumerate(notext_photos(args.data, args.photos, args.seed)):
-        rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-        out["photos"].append({"file": path.name, **_raw(reader, rgb)})
-        print(f"\rphotos {i + 1}/{args.photos}   ", end="", file=sys.stderr, flush=True)
+    if part == "synthetic":
+        rng = random.Random(args.seed)
+        backgrounds = sorted(glob.glob(str(args.data / "unlabeled" / "images" / "*.jpg")))
+        for i in range(n):
+            rgb, truth, meta = render(rng, backgrounds)  # rendered even when cached: keeps rng in step
+            if i < len(out):
+                continue
+            out.append({"truth": truth, "meta": meta, **_raw(reader, rgb)})
+            if args.save_examples and i < 12:
+                cv2.imwrite(str(Path(args.cache) / f"synthetic_{i}.jpg"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            if i % 10 == 9:
+                partial.write_text(json.dumps(out))
+            print(f"\rsynthetic {i + 1}/{n}", end="", file=sys.stderr, flush=True)
+    else:
+        for i, path in enumerate(notext_photos(args.data, n, args.seed)):
+            if i < len(out):
+                continue
+            rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+            out.append({"file": path.name, **_raw(reader, rgb)})
+            if i % 10 == 9:
+                partial.write_text(json.dumps(out))
+            print(f"\rphotos {i + 1}/{n}   ", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     cache.write_text(json.dumps(out))
+    partial.unlink(missing_ok=True)
     return out
 
 
@@ -212,7 +226,7 @@ def score(runs: dict, options: ReadOptions) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
-    ap.add_argument("--synthetic", type=int, default=300)
+    ap.add_argument("--synthetic", type=int, default=160)
     ap.add_argument("--photos", type=int, default=240)
     ap.add_argument("--det-side", type=int, default=ReadOptions.det_side)
     ap.add_argument("--threads", type=int, default=None)
@@ -221,8 +235,13 @@ def main() -> int:
     ap.add_argument("--save-examples", action="store_true", help="write the first 12 synthetic images to --cache")
     ap.add_argument("--max-false", type=float, default=0.02,
                     help="operating point: the best accuracy whose false-text rate is at most this")
+    ap.add_argument("--only", choices=["synthetic", "photos"], help="just read (and cache) one set, e.g. to "
+                    "run the two sets in two processes")
     args = ap.parse_args()
-    runs = collect(args)
+    if args.only:
+        collect(args, args.only)
+        return 0
+    runs = {part: collect(args, part) for part in ("synthetic", "photos")}
 
     print(f"det_side {args.det_side}: {len(runs['synthetic'])} synthetic images "
           f"({sum(len(r['truth']) for r in runs['synthetic'])} words), {len(runs['photos'])} photos without text")

@@ -26,6 +26,7 @@ MODEL_FILES = {"Det": "PP-OCRv6_det_small.onnx", "Cls": "ch_ppocr_mobile_v2.0_cl
 # Writing systems the recogniser knows, by the Unicode name prefix of their letters.
 SCRIPTS = {"latin": ("LATIN",), "greek": ("GREEK",), "cyrillic": ("CYRILLIC",),
            "cjk": ("CJK", "HIRAGANA", "KATAKANA", "HANGUL")}
+MAX_ZOOM = 2.0  # a thumbnail enlarged further has no text the detector could find that a person could read
 LANG_SCRIPTS = {"el": "greek", "ru": "cyrillic", "uk": "cyrillic", "bg": "cyrillic", "sr": "cyrillic",
                 "zh": "cjk", "ja": "cjk", "ko": "cjk"}  # any other code: Latin
 
@@ -43,7 +44,7 @@ class ReadOptions:
     min_chars: int = 3  # letters or digits in the line
     scripts: tuple[str, ...] = ("latin",)
     # Detector input: the longest side is scaled to this many pixels (upscaling small photos
-    # finds 12 px text; downscaling big ones keeps the cost flat).
+    # finds 12 px text; downscaling big ones keeps the cost flat), enlarging at most MAX_ZOOM times.
     det_side: int = 960
     threads: int | None = None
 
@@ -280,7 +281,7 @@ class TextReader:
     def _prepare(self, rgb: np.ndarray) -> np.ndarray:
         """The detector's view: small photos scaled up so their longest side is det_side."""
         h, w = rgb.shape[:2]
-        scale = self.options.det_side / max(h, w)
+        scale = min(self.options.det_side / max(h, w), MAX_ZOOM)
         bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         if scale > 1.05:
             bgr = cv2.resize(bgr, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_CUBIC)
