@@ -174,3 +174,21 @@ def test_text_channel_says_new_text_once(photos):
         channel.close()
     assert said == ["PHARMACY.", "Open until 9 pm.", "Open until 9 pm."]
     assert ("scene", "no new text") in events  # read again while still, and not repeated
+
+
+def test_narrate_text_channel_reads_a_label_held_still(photos, tmp_path):
+    from edgecap.controls import KEYS, parse_command
+    from edgecap.frames import MemorySource
+    from edgecap.narrate import EventLog, NarrateOptions, Narrator
+    from edgecap.speech import SpeechWorker, TextVoice
+
+    assert parse_command("read") == "read" and KEYS["t"] == "read"
+    frames = [sign(photos[3], [("PHARMACY", 2.0)])] * 10  # 2 s at 5 fps
+    events = EventLog(tmp_path / "log.jsonl")
+    speech = SpeechWorker(TextVoice(), replace_pending=False)
+    Narrator(MemorySource(frames, fps=5), None, None, speech, events, options=NarrateOptions(channel="text")).run()
+    events.close()
+    speech.drain(5)
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    said = [r["text"] for r in records if r["kind"] == "caption" and r.get("channel") == "text"]
+    assert said == ["PHARMACY."]
