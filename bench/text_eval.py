@@ -93,18 +93,18 @@ def render(rng: random.Random, backgrounds: list[str]) -> tuple[np.ndarray, list
     lines = [" ".join(_phrase(rng)) for _ in range(rng.randint(1, 3))]
     # Fit: shrink the phrase list rather than the letters (the size is the condition under test).
     probe = np.zeros((10, 10, 3), np.uint8)
-    while lines and max(_draw_line(probe.copy(), ln, 0, 5, cap, (0, 0, 0), font, rng) for ln in lines) > 600:
+    x0 = rng.randint(50, 80)  # clear of the edges even after the perspective warp (corners move <= 40 px)
+    while lines and max(_draw_line(probe.copy(), ln, 0, 5, cap, (0, 0, 0), font, rng) for ln in lines) > 580 - x0:
         lines = [" ".join(ln.split()[:-1]) for ln in lines if len(ln.split()) > 1]
     if not lines:
         lines = [rng.choice(WORDS)[:4]]
     step = int(cap * 1.9)
-    x0 = rng.randint(10, 40)
-    y0 = rng.randint(cap + 15, max(cap + 16, 470 - step * len(lines)))
+    y0 = rng.randint(cap + 45, max(cap + 46, 440 - step * (len(lines) - 1)))
     region = canvas[max(0, y0 - cap - 10):min(480, y0 + step * (len(lines) - 1) + cap), :].reshape(-1, 3)
     local = float(region.mean()) if region.size else 128.0
     if meta["plate"]:
         plate = np.array(rng.choice([(245, 245, 240), (200, 30, 30), (20, 90, 40), (30, 50, 140), (250, 210, 40)]))
-        cv2.rectangle(canvas, (x0 - 12, y0 - cap - 12), (630, min(478, y0 + step * (len(lines) - 1) + cap // 2 + 10)),
+        cv2.rectangle(canvas, (x0 - 12, y0 - cap - 12), (600, min(470, y0 + step * (len(lines) - 1) + cap // 2 + 10)),
                       tuple(int(c) for c in plate), -1)
         local = float(plate.mean())
     dark = local > 128
@@ -142,6 +142,13 @@ def word_hits(truth: list[str], read: str) -> int:
 
 
 # --- the no-text photos -----------------------------------------------------------------------
+# Photos whose captions do not mention writing but which, looked at by eye, do carry legible
+# text (what the reader said of them is right): left out of the false-text count, listed apart.
+LEGIBLE = {
+    "coco-train2017_000000418049.jpg": "a tin held to the camera: Original, Pedigree",
+    "coco-train2017_000000129648.jpg": "OAKLEY painted on a skate bowl",
+    "coco-val2017_000000361919.jpg": "a ski-slope sign: erdgas",
+}
 def notext_photos(data: Path, n: int, seed: int = 0) -> list[Path]:
     rows = [json.loads(line) for line in open(data / "captioned" / "captions.jsonl", encoding="utf-8")]
     clean = [r for r in rows if r["split"] == "val" and not any(TEXT_WORDS.search(c) for c in r["captions"])]
@@ -218,9 +225,11 @@ def score(runs: dict, options: ReadOptions) -> dict:
             b = buckets.setdefault(k, [0, 0])
             b[0] += hits
             b[1] += total
-    false = [rec["file"] for rec in runs["photos"] if reading(rec)]
+    notext = [rec for rec in runs["photos"] if rec["file"] not in LEGIBLE]
+    false = {rec["file"]: reading(rec).text for rec in notext if reading(rec)}
+    true = {rec["file"]: reading(rec).text for rec in runs["photos"] if rec["file"] in LEGIBLE}
     return {"acc": {k: h / max(t, 1) for k, (h, t) in buckets.items()}, "words": {k: t for k, (_, t) in buckets.items()},
-            "false_rate": len(false) / max(len(runs["photos"]), 1), "false": false}
+            "false_rate": len(false) / max(len(notext), 1), "false": false, "photos": len(notext), "legible": true}
 
 
 def main() -> int:
@@ -244,7 +253,8 @@ def main() -> int:
     runs = {part: collect(args, part) for part in ("synthetic", "photos")}
 
     print(f"det_side {args.det_side}: {len(runs['synthetic'])} synthetic images "
-          f"({sum(len(r['truth']) for r in runs['synthetic'])} words), {len(runs['photos'])} photos without text")
+          f"({sum(len(r['truth']) for r in runs['synthetic'])} words), {len(runs['photos'])} val photos whose captions "
+          f"mention no writing, {len(LEGIBLE)} of them with legible text all the same (checked by eye)")
     print(f"{'min_score':>9} {'chars':>5} {'scripts':>7} | {'false%':>6} | {'acc>=20':>7} {'acc12':>6} {'acc16':>6} "
           f"{'all':>6}")
     table = []
@@ -264,11 +274,14 @@ def main() -> int:
           f"min_score={best_opt.min_score} min_chars={best_opt.min_chars} scripts={','.join(best_opt.scripts)}")
     for k in sorted(best["acc"]):
         print(f"  {k:>20}: {100 * best['acc'][k]:5.1f}% of {best['words'][k]} words")
-    print(f"  false text on {len(runs['photos'])} photos: {100 * best['false_rate']:.1f}% {best['false']}")
+    print(f"  false text on {best['photos']} photos without legible text: {100 * best['false_rate']:.1f}% "
+          f"{best['false']}")
+    print(f"  photos with legible text the captions do not mention ({len(LEGIBLE)}): {best['legible']}")
     current = score(runs, ReadOptions())
     print(f"shipped defaults ({ReadOptions().min_score}, {ReadOptions().min_chars}): acc>=20 "
           f"{100 * current['acc'].get('size>=20', 0):.1f}% acc12 {100 * current['acc'].get('size12', 0):.1f}% "
           f"false {100 * current['false_rate']:.1f}% {current['false']}")
+    print(f"  photos with legible text: {current['legible']}")
 
     def med(rows, key):
         return float(np.median([r[key] for r in rows])) if rows else float("nan")

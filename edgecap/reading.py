@@ -262,7 +262,7 @@ def model_dir() -> Path:
 
 
 class TextReader:
-    """Reads text in RGB images. Thread-safe for one caller at a time per instance."""
+    """Reads text in RGB images; one caller at a time per instance (narration gives it its own thread)."""
 
     def __init__(self, options: ReadOptions = ReadOptions()):
         self.options = options
@@ -287,18 +287,6 @@ class TextReader:
             bgr = cv2.resize(bgr, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_CUBIC)
         return bgr
 
-    def regions(self, rgb: np.ndarray) -> int:
-        """Text regions the detector alone finds (about a fifth of a full read)."""
-        from rapidocr.main import RapidOCRError
-
-        engine = self._engine
-        img, record = engine.preprocess_img(self._prepare(rgb))
-        try:
-            crops, _ = engine.detect_and_crop(img, record)
-        except RapidOCRError:
-            return 0
-        return len(crops)
-
     def recognise(self, rgb: np.ndarray) -> tuple[list[TextLine], int]:
         """Every line the models find, unfiltered and unordered, and the number of regions."""
         from rapidocr.main import RapidOCRError
@@ -315,15 +303,29 @@ class TextReader:
         sideways = [_tall(box) for box in det.boxes]
         upright, cls = engine.cls_and_rotate(crops)
         rec = engine.recognize_txt(upright)
+        texts, scores = list(rec.txts), [float(x) for x in rec.scores]
+        flipped = ["180" in label and conf > engine.cfg.Cls.cls_thresh for label, conf in cls.cls_res]
+        self._second_look(upright, texts, scores, flipped)
         boxes = map_boxes_to_original(det.boxes, record, h, w)
         lines = []
-        for box, text, score, turned, (label, conf) in zip(boxes, rec.txts, rec.scores, sideways, cls.cls_res):
-            flipped = "180" in label and conf > engine.cfg.Cls.cls_thresh
+        for box, text, score, turned, flip in zip(boxes, texts, scores, sideways, flipped):
             # rapidocr turns tall crops a quarter counter-clockwise: the image text ran top to bottom.
-            angle = ((270 if turned else 0) + (180 if flipped else 0)) % 360
-            lines.append(TextLine(text.strip(), float(score), tuple((float(x) / w, float(y) / h) for x, y in box),
-                                  angle))
+            angle = ((270 if turned else 0) + (180 if flip else 0)) % 360
+            lines.append(TextLine(text.strip(), score, tuple((float(x) / w, float(y) / h) for x, y in box), angle))
         return lines, len(crops)
+
+    def _second_look(self, crops: list, texts: list, scores: list, flipped: list) -> None:
+        """Lines the orientation classifier turned the other way from most of the text are read
+        again the majority's way up; the more confident reading wins (in place)."""
+        upside_down = sum(len(t) for t, f in zip(texts, flipped) if f)
+        majority = upside_down > sum(len(t) for t in texts) / 2
+        odd = [i for i, f in enumerate(flipped) if f != majority]
+        if not odd or len(odd) == len(texts):
+            return
+        again = self._engine.recognize_txt([np.ascontiguousarray(np.rot90(crops[i], 2)) for i in odd])
+        for i, text, score in zip(odd, again.txts, again.scores):
+            if float(score) > scores[i]:
+                texts[i], scores[i], flipped[i] = text, float(score), majority
 
     def read(self, rgb: np.ndarray) -> Reading:
         """The text in an RGB uint8 image, junk removed, in reading order."""
