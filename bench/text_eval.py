@@ -148,6 +148,16 @@ LEGIBLE = {
     "coco-train2017_000000418049.jpg": "a tin held to the camera: Original, Pedigree",
     "coco-train2017_000000129648.jpg": "OAKLEY painted on a skate bowl",
     "coco-val2017_000000361919.jpg": "a ski-slope sign: erdgas",
+    "coco-val2017_000000553664.jpg": "a magazine page: Learn Anywhere",
+    "flickr8k_3568197730_a071d7595b.jpg": "a watermark: Matthew Botos Photography",
+    "flickr8k_3484625231_5b1a1a07b8.jpg": "a football shirt: 22",
+    "flickr8k_2559503010_84f20b3bc9.jpg": "a shop front: PNC BANK",
+    "flickr8k_2450453051_f1d4a78ab4.jpg": "banners: PURINA Incredible Dog Challenge",
+    "flickr8k_2933643390_1c6086684b.jpg": "a name on a football field: SHARPTON",
+    "flickr8k_2545363449_1985903f82.jpg": "a kiosk: Brioche Doree, BUFFET",
+    "flickr8k_2839807428_efe42423f2.jpg": "flags and a banner: GYMNASION, DOG SHOW",
+    "flickr8k_3330654550_3efe9a71af.jpg": "a cycling jersey: LIETUVA",
+    "flickr8k_3532539748_795d16ef07.jpg": "a T-shirt: USA",
 }
 def notext_photos(data: Path, n: int, seed: int = 0) -> list[Path]:
     rows = [json.loads(line) for line in open(data / "captioned" / "captions.jsonl", encoding="utf-8")]

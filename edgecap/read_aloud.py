@@ -125,6 +125,8 @@ def cmd_read(args) -> int:
 def _say(utterances: list[str], engine: str) -> None:
     from edgecap.speech import SpeechError, speak
 
+    if engine == "none":
+        return
     for text in utterances:  # one call per block: the engine's start-up is the pause
         try:
             if not speak(text, engine):
