@@ -26,6 +26,7 @@ MODEL_FILES = {"Det": "PP-OCRv6_det_small.onnx", "Cls": "ch_ppocr_mobile_v2.0_cl
 # Writing systems the recogniser knows, by the Unicode name prefix of their letters.
 SCRIPTS = {"latin": ("LATIN",), "greek": ("GREEK",), "cyrillic": ("CYRILLIC",),
            "cjk": ("CJK", "HIRAGANA", "KATAKANA", "HANGUL")}
+SECOND_PASS_SCORE = 0.8  # lines this confident vote on which way up the photo is
 MAX_ZOOM = 2.0  # a thumbnail enlarged further has no text the detector could find that a person could read
 LANG_SCRIPTS = {"el": "greek", "ru": "cyrillic", "uk": "cyrillic", "bg": "cyrillic", "sr": "cyrillic",
                 "zh": "cjk", "ja": "cjk", "ko": "cjk"}  # any other code: Latin
@@ -41,7 +42,7 @@ class ReadOptions:
     # Junk filter, chosen on bench/text_eval.py's curves (false text on val photos without
     # legible text against word accuracy on rendered text); see /work/notes/14.md.
     min_score: float = 0.85  # recogniser confidence (mean over characters)
-    min_chars: int = 3  # letters or digits in the line
+    min_chars: int = 2  # letters or digits in the line (2 keeps "NO" and bus numbers)
     scripts: tuple[str, ...] = ("latin",)
     # Detector input: the longest side is scaled to this many pixels (upscaling small photos
     # finds 12 px text; downscaling big ones keeps the cost flat), enlarging at most MAX_ZOOM times.
@@ -288,7 +289,27 @@ class TextReader:
         return bgr
 
     def recognise(self, rgb: np.ndarray) -> tuple[list[TextLine], int]:
-        """Every line the models find, unfiltered and unordered, and the number of regions."""
+        """Every line the models find, unfiltered and unordered, and the number of regions.
+
+        When most of the confident text lies sideways or upside down, the photo is turned that
+        way up and read again (short words in a turned photo are otherwise read sideways)."""
+        lines, regions = self._one_pass(rgb)
+        votes: dict[int, int] = {}
+        for line in lines:
+            if line.score >= SECOND_PASS_SCORE:
+                votes[line.angle] = votes.get(line.angle, 0) + len(line.text)
+        turn = max(votes, key=votes.get) if votes else 0
+        if turn == 0:
+            return lines, regions
+        turned = np.ascontiguousarray(np.rot90(rgb, k=-turn // 90))  # k < 0: clockwise
+        again, regions = self._one_pass(turned)
+        th, tw = turned.shape[:2]
+        back = (360 - turn) % 360
+        return [TextLine(ln.text, ln.score,
+                         tuple(map(tuple, _upright(np.array(ln.box) * [tw, th], back, tw, th) / [rgb.shape[1], rgb.shape[0]])),
+                         (ln.angle + turn) % 360) for ln in again], regions
+
+    def _one_pass(self, rgb: np.ndarray) -> tuple[list[TextLine], int]:
         from rapidocr.main import RapidOCRError
         from rapidocr.utils.process_img import map_boxes_to_original
 

@@ -69,7 +69,8 @@ def test_blocks_follow_columns_then_rows():
 def test_junk_filter():
     o = ReadOptions()
     assert keep_line("STOP", 0.99, o) and keep_line("Exit 12", 0.9, o) and keep_line("Café", 0.95, o)
-    assert not keep_line("M6", 0.54, o)  # low score and too short
+    assert keep_line("NO", 0.97, o) and keep_line("42", 0.99, o)  # short signs and bus numbers
+    assert not keep_line("M6", 0.54, o) and not keep_line("L", 0.99, o)  # low score; one character
     assert not keep_line("茶饮店", 0.97, o)  # a script the listener did not ask for
     assert not keep_line("|||", 0.99, o)  # no letters
     assert keep_line("МОСКВА", 0.97, ReadOptions(scripts=scripts_for(["ru"])))
