@@ -41,7 +41,7 @@ class ReadingError(ValueError):
 class ReadOptions:
     # Junk filter, chosen on bench/text_eval.py's curves (false text on val photos without
     # legible text against word accuracy on rendered text); see /work/notes/14.md.
-    min_score: float = 0.85  # recogniser confidence (mean over characters)
+    min_score: float = 0.9  # recogniser confidence (mean over characters)
     min_chars: int = 2  # letters or digits in the line (2 keeps "NO" and bus numbers)
     scripts: tuple[str, ...] = ("latin",)
     # Detector input: the longest side is scaled to this many pixels (upscaling small photos
