@@ -56,7 +56,7 @@ def caption_clause(reading: Reading, subject: str | None = None, max_words: int 
             words, cut = words[:room], True
         parts.append(" ".join(words).rstrip(",;:"))
         used += len(words)
-    body = ", ".join(p for p in parts if p).rstrip(".!?,;: ")
+    body = ", ".join(p for p in parts if p).rstrip(".!?,;:- ")  # "CENTRE-": a word broken at the line end
     if not body:
         return ""
     if cut:
