@@ -238,7 +238,8 @@ def score(runs: dict, options: ReadOptions) -> dict:
     notext = [rec for rec in runs["photos"] if rec["file"] not in LEGIBLE]
     false = {rec["file"]: reading(rec).text for rec in notext if reading(rec)}
     true = {rec["file"]: reading(rec).text for rec in runs["photos"] if rec["file"] in LEGIBLE}
-    return {"acc": {k: h / max(t, 1) for k, (h, t) in buckets.items()}, "words": {k: t for k, (_, t) in buckets.items()},
+    return {"acc": {k: h / max(t, 1) for k, (h, t) in buckets.items()},
+            "words": {k: t for k, (_, t) in buckets.items()},
             "false_rate": len(false) / max(len(notext), 1), "false": false, "photos": len(notext), "legible": true}
 
 
@@ -277,7 +278,8 @@ def main() -> int:
                 table.append((opt, s))
                 a = s["acc"]
                 print(f"{min_score:9.2f} {chars:5d} {'latin' if len(scripts) == 1 else 'any':>7} | "
-                      f"{100 * s['false_rate']:6.1f} | {100 * a.get('size>=20', 0):7.1f} {100 * a.get('size12', 0):6.1f} "
+                      f"{100 * s['false_rate']:6.1f} | {100 * a.get('size>=20', 0):7.1f} "
+                      f"{100 * a.get('size12', 0):6.1f} "
                       f"{100 * a.get('size16', 0):6.1f} {100 * a['all']:6.1f}")
     # Among settings with false text <= max_false and accuracy within --slack of the best such (one
     # word either way is noise): the least false text, then the highest score threshold, then

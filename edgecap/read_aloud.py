@@ -85,7 +85,8 @@ def register_cli(subparsers) -> None:
     p = subparsers.add_parser("read", help="read the text in photos aloud",
                               description="Read the text in photos: signs, labels, letters. Offline.")
     p.add_argument("paths", nargs="+")
-    p.add_argument("--json", action="store_true", help="print a JSON list with path, text, lines (text, score, box 0-1)")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON list with path, text, lines (text, score, box 0-1)")
     p.add_argument("--speak", action="store_true", help="also say the text aloud, a pause between blocks")
     p.add_argument("--speech", default="auto", help="auto, pyttsx3, espeak or none")
     p.add_argument("--lang", nargs="+", default=["en"], metavar="CODE",

@@ -304,9 +304,8 @@ class TextReader:
         turned = np.ascontiguousarray(np.rot90(rgb, k=-turn // 90))  # k < 0: clockwise
         again, regions = self._one_pass(turned)
         th, tw = turned.shape[:2]
-        back = (360 - turn) % 360
-        return [TextLine(ln.text, ln.score,
-                         tuple(map(tuple, _upright(np.array(ln.box) * [tw, th], back, tw, th) / [rgb.shape[1], rgb.shape[0]])),
+        back, size = (360 - turn) % 360, [rgb.shape[1], rgb.shape[0]]
+        return [TextLine(ln.text, ln.score, tuple(map(tuple, _upright(np.array(ln.box) * [tw, th], back, tw, th) / size)),
                          (ln.angle + turn) % 360) for ln in again], regions
 
     def _one_pass(self, rgb: np.ndarray) -> tuple[list[TextLine], int]:
