@@ -305,7 +305,8 @@ class TextReader:
         again, regions = self._one_pass(turned)
         th, tw = turned.shape[:2]
         back, size = (360 - turn) % 360, [rgb.shape[1], rgb.shape[0]]
-        return [TextLine(ln.text, ln.score, tuple(map(tuple, _upright(np.array(ln.box) * [tw, th], back, tw, th) / size)),
+        return [TextLine(ln.text, ln.score,
+                         tuple(map(tuple, _upright(np.array(ln.box) * [tw, th], back, tw, th) / size)),
                          (ln.angle + turn) % 360) for ln in again], regions
 
     def _one_pass(self, rgb: np.ndarray) -> tuple[list[TextLine], int]:
