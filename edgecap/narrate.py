@@ -52,12 +52,12 @@ CUES = {
     "slower": "Slower.",
     "unmute": "Sound on.",
 }
-CHANNELS = ("scene", "light", "colour")
+CHANNELS = ("scene", "light", "colour", "text")
 
 
 @dataclass(frozen=True)
 class NarrateOptions:
-    channel: str = "scene"  # scene | light | colour
+    channel: str = "scene"  # scene | light | colour | text
     lost_after: float = 1.5  # seconds without a picture before "camera lost"
     retry_first: float = 0.5  # first reopen delay; doubles up to retry_max
     retry_max: float = 8.0
@@ -137,6 +137,8 @@ class Narrator:
         self._colour_seen: tuple[str, float] | None = None
         self._colour_said: str | None = None
         self._scene_count = 0
+        self._frame: Frame | None = None
+        self._text = None  # edgecap.text_channel.TextChannel, made on first use
 
     # --- control ------------------------------------------------------------------------------
     def command(self, word: str) -> None:
@@ -202,6 +204,10 @@ class Narrator:
         finally:
             self._stop.set()
             self.capture.stop()
+            if self._text is not None:
+                if not self.quit_requested:
+                    self._text.idle()  # what is being read is still said
+                self._text.close()
             self.log("end", "", max(self._t, self.capture.t), **dict(self.stats))
         return 0
 
@@ -229,6 +235,8 @@ class Narrator:
                 self.cue("unmute", t)
             elif word == "quit":
                 self.quit()
+            elif word == "read":
+                self._text_channel().read_now(self._frame.rgb if self._frame else None, t)
 
     def _describe_now(self, t: float) -> None:
         if self.capture.health.lost:
@@ -237,6 +245,8 @@ class Narrator:
             self.detector.force()
         elif self.options.channel == "colour":
             self._colour_said = None  # the next frame names its colour again
+        elif self.options.channel == "text":
+            self._text_channel().read_now(self._frame.rgb if self._frame else None, t)
         else:
             self.speech.say(f"Brightness {round(self._last_brightness * 100 / 255)} percent.", "cue", t,
                             force=True)
@@ -244,7 +254,10 @@ class Narrator:
     # --- frames -------------------------------------------------------------------------------
     def _process(self, frame: Frame) -> None:
         self._t = frame.t
+        self._frame = frame
         self.stats["frames_analysed"] += 1
+        if self.options.channel == "text":
+            return self._text_channel().observe(frame.rgb, frame.t)
         if self.options.channel == "light":
             return self._light(frame)
         if self.options.channel == "colour":
@@ -280,6 +293,13 @@ class Narrator:
         self.log("caption", result.caption, change.t, scene=self._scene_count, speech=status,
                  forced=change.forced or None, distance=round(change.distance, 4),
                  pixel_change=round(change.pixel_change, 3), ms=round(getattr(result, "ms", 0.0), 1))
+
+    def _text_channel(self):
+        if self._text is None:
+            from edgecap.text_channel import TextChannel
+
+            self._text = TextChannel(self.speech.say, self.log)
+        return self._text
 
     def _model_failed(self, exc: ModelFailure, t: float) -> None:
         if isinstance(exc, ModelResting):
@@ -372,7 +392,8 @@ def register_cli(subparsers) -> None:
                    help="play files at their own speed (default: as fast as captioning allows)")
     p.add_argument("--duration", type=float, help="stop after this many seconds of source time")
     p.add_argument("--channel", choices=[*CHANNELS, "color"], default="scene",
-                   help="scene: captions; light: a tone that rises with brightness; colour: the colour at the centre")
+                   help="scene: captions; light: a tone that rises with brightness; colour: the colour at the centre; "
+                        "text: reads new text aloud when it comes into view")
     p.add_argument("--speech", choices=["auto", "pyttsx3", "espeak", "none"], default="auto",
                    help="speech engine (none: print only)")
     p.add_argument("--rate", type=int, default=175, help="words per minute")
@@ -380,7 +401,7 @@ def register_cli(subparsers) -> None:
                    help="write every utterance (and tone) to a WAV file here instead of playing it")
     p.add_argument("--log-json", type=Path, metavar="FILE", help="append one JSON object per event")
     p.add_argument("--control-socket", type=Path, metavar="PATH",
-                   help="accept commands (describe, repeat, stop, faster, slower, mute, unmute, quit) here")
+                   help="accept commands (describe, repeat, read, stop, faster, slower, mute, unmute, quit) here")
     p.add_argument("--no-keyboard", action="store_true", help="ignore key presses in the terminal")
     p.add_argument("--quiet", action="store_true", help="do not print what is said")
     p.add_argument("--scene-threshold", type=float, default=SceneOptions.semantic_threshold,
