@@ -82,19 +82,107 @@ def speech_command(text: str, engine: str, rate: int = 175, wav: str | Path | No
 
 def speak(text: str, engine: str = "auto", rate: int = 175, wav: str | Path | None = None,
           timeout: float = 30.0) -> bool:
-    """Speak and wait. Returns False (text-only) when no engine exists."""
+    """Speak (or write a WAV) and wait. Returns False (text-only) when the engine is "none";
+    raises SpeechError when the engine fails, hangs or returns too soon to have played it."""
     engine = pick_engine(engine)
     if engine == "none":
         return False
+    started = time.monotonic()
     proc = subprocess.Popen(speech_command(text, engine, rate, wav), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.PIPE)
     try:
-        proc.wait(timeout=timeout)
+        _, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
         raise SpeechError(f"speech engine {engine} hung for {timeout:.0f} s and was stopped") from None
-    return proc.returncode == 0
+    if proc.returncode != 0:
+        why = next(iter(err.decode(errors="replace").strip().splitlines()[-1:]), f"exit status {proc.returncode}")
+        raise SpeechError(f"speech engine {engine} failed: {why}")
+    if wav is None:
+        too_soon = returned_too_soon(text, rate, time.monotonic() - started)
+        if too_soon:
+            raise SpeechError(f"speech engine {engine} {too_soon}")
+    elif not Path(wav).is_file() or Path(wav).stat().st_size <= 44:
+        raise SpeechError(f"speech engine {engine} wrote no audio to {wav}")
+    return True
+
+
+def spoken_seconds(text: str, rate: int) -> float:
+    """About how long text takes to say at rate words per minute."""
+    return len(text.split()) * 60.0 / max(rate, 1)
+
+
+def returned_too_soon(text: str, rate: int, seconds: float) -> str | None:
+    """Engines with no audio device often exit at once with status 0: an utterance that
+    should take 2 s and "finished" in 0.02 s was not heard. Returns why, or None."""
+    expected = spoken_seconds(text, rate)
+    if expected >= 0.8 and seconds < 0.25 * expected:
+        return (f"returned after {seconds:.2f} s for a {expected:.1f} s sentence: "
+                "no audio was played (is there an output device?)")
+    return None
+
+
+# --- can anything be heard? -----------------------------------------------------------
+@dataclass(frozen=True)
+class OutputCheck:
+    ok: bool
+    engine: str  # the engine that would speak ("none" when there is none)
+    reason: str  # one line: what was found, or why nothing will be heard
+
+
+def audio_output_device(asound: Path = Path("/proc/asound"), runtime_dir: str | None = None,
+                        env: dict | None = None) -> str | None:
+    """Where sound would go on this machine, or None when nothing can play it.
+
+    Linux: a PulseAudio/PipeWire server (what espeak-ng tries first), else an ALSA card
+    with a playback device. Other systems always have a default output as far as edgecap
+    can tell.
+    """
+    if not sys.platform.startswith("linux"):
+        return "the system's default output"
+    env = os.environ if env is None else env
+    if env.get("PULSE_SERVER"):
+        return f"the sound server at {env['PULSE_SERVER']}"
+    runtime = Path(runtime_dir or env.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}")
+    for name in ("pulse/native", "pipewire-0"):
+        if (runtime / name).is_socket():
+            return f"the sound server at {runtime / name}"
+    try:
+        pcm = (asound / "pcm").read_text(errors="replace")
+    except OSError:
+        pcm = ""
+    for line in pcm.splitlines():
+        if "playback" in line:
+            return f"ALSA device {line.split(':')[0].strip()} ({line.split(':')[1].strip() if ':' in line else ''})"
+    return None
+
+
+def check_output(engine: str = "auto", *, synthesize: bool = True, asound: Path = Path("/proc/asound"),
+                 runtime_dir: str | None = None, env: dict | None = None) -> OutputCheck:
+    """Can `engine` be heard here? An engine must exist, must turn a word into audio (a
+    short WAV is written and checked when `synthesize`), and an output device must exist."""
+    try:
+        name = pick_engine(engine)
+    except SpeechError as exc:
+        return OutputCheck(False, engine, str(exc))
+    if name == "none":
+        if engine == "none":
+            return OutputCheck(False, "none", "speech is turned off (--speech none)")
+        return OutputCheck(False, "none", "no speech engine is installed (install espeak-ng)")
+    device = audio_output_device(asound, runtime_dir, env)
+    if device is None:
+        return OutputCheck(False, name, "no audio output device: no sound card that can play in "
+                                        f"{asound}, no PulseAudio/PipeWire server")
+    if synthesize:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="edgecap-speech-") as tmp:
+            try:
+                speak("Ready.", name, wav=Path(tmp) / "check.wav", timeout=20.0)
+            except SpeechError as exc:
+                return OutputCheck(False, name, f"{name} cannot make audio: {exc}")
+    return OutputCheck(True, name, f"{name} speaks through {device}")
 
 
 # --- saying the same thing twice -------------------------------------------------------
@@ -178,6 +266,7 @@ class ProcessVoice:
     """pyttsx3 or espeak-ng in a child process; writes WAV files instead when given a path."""
 
     writes_wav = True
+    plays_audio = True  # an utterance that ends far too soon was not heard (see returned_too_soon)
 
     def __init__(self, engine: str):
         self.name = engine
@@ -374,8 +463,11 @@ class SpeechWorker:
                           seconds=round(time.monotonic() - started, 3))
             if state == "done":
                 self.spoken += 1
-                if status != 0:
-                    self._engine_failed(utterance, f"exit status {status}")
+                too_soon = None
+                if wav is None and getattr(self.voice, "plays_audio", False):
+                    too_soon = returned_too_soon(utterance.text, self.rate, time.monotonic() - started)
+                if status != 0 or too_soon:
+                    self._engine_failed(utterance, too_soon or f"exit status {status}")
                 else:
                     self._failures = 0
             with self._cond:
