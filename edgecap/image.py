@@ -54,9 +54,16 @@ DEFAULT_LIMITS = DecodeLimits()
 
 def read_image(path: str | Path, limits: DecodeLimits = DEFAULT_LIMITS) -> np.ndarray:
     """RGB uint8 (H, W, 3) from a regular image file, or ImageError naming the file."""
-    label = str(path)
+    label = display_name(path)
     data = read_capped(path, limits.max_bytes, label)
     return decode_image(data, label, limits)
+
+
+def display_name(path: str | Path) -> str:
+    """A file name that prints as one line: bytes that are not UTF-8 and control characters
+    (a newline could fake an output line) are shown as escapes."""
+    text = os.fsdecode(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def read_capped(path: str | Path, max_bytes: int, label: str) -> bytes:

@@ -71,6 +71,11 @@ def create_session(model: bytes, providers: list[str], threads: int | None = Non
                    label: str = "model") -> ort.InferenceSession:
     """Create a session on the preferred providers; if that fails, log why and use the CPU."""
     opts = session_options(threads)
+    external = getattr(model, "external", None)  # edgecap.bundle.GraphBytes: weights from hashed bytes only
+    if external:
+        names = list(external)
+        opts.add_external_initializers_from_files_in_memory(names, [external[n] for n in names],
+                                                            [len(external[n]) for n in names])
     try:
         session = ort.InferenceSession(model, sess_options=opts, providers=providers)
     except Exception as exc:  # noqa: BLE001 - any provider failure means: fall back
