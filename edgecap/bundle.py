@@ -295,6 +295,9 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
         raise BundleError(f"{manifest_path} lists no {', '.join(missing)} file")
     for rel in [*manifest["sha256"], *files.values()]:
         _safe_path(root, rel)
+    unhashed = [rel for rel in files.values() if rel not in manifest["sha256"]]
+    if unhashed:
+        raise BundleError(f"{manifest_path}: {unhashed[0]} has no sha256")
     unlisted = [rel for rel in hashed_members(root) if rel not in manifest["sha256"]]
     if unlisted:
         raise BundleError(f"{root}: {unlisted[0]} is in the bundle folder but not in its manifest "
