@@ -29,11 +29,12 @@ class Header:
 
 
 def probe(data: bytes | memoryview) -> Header:
-    data = bytes(data[:1 << 16]) if len(data) > 1 << 16 else bytes(data)
+    view = memoryview(data)
+    head = bytes(view[:1 << 16])
     for magic, parse in _PARSERS:
-        if data.startswith(magic):
+        if head.startswith(magic):
             try:
-                header = parse(data)
+                header = parse(view if parse is _tiff else head)  # a TIFF directory may sit at the end
             except (struct.error, IndexError, ValueError) as exc:
                 if isinstance(exc, HeaderError):
                     raise
@@ -109,7 +110,7 @@ def _webp(d: bytes) -> Header:
 
 
 def _tiff(d: bytes) -> Header:
-    order = "<" if d[:2] == b"II" else ">"
+    order = "<" if bytes(d[:2]) == b"II" else ">"
     (offset,) = struct.unpack_from(order + "I", d, 4)
     if offset + 2 > len(d):
         raise HeaderError("TIFF directory is not near the start of the file (not supported)")
