@@ -234,8 +234,18 @@ class SocketControl:
 
 def send_command(path: str | Path, command: str, timeout: float = 2.0) -> str:
     """Send one command word to a running narrator; returns its reply line."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+    deadline = time.monotonic() + timeout
+    while True:  # a full listen backlog (a flood of clients) answers EAGAIN: try again until timeout
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(timeout)
-        s.connect(str(path))
+        try:
+            s.connect(str(path))
+            break
+        except BlockingIOError:
+            s.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+    with s:
         s.sendall(command.encode() + b"\n")
         return s.recv(1024).decode().strip()
