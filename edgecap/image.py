@@ -108,6 +108,15 @@ def decode_image(data: np.ndarray | bytes, label: str = "image", limits: DecodeL
     if header.pixels > limits.max_pixels:
         raise ImageError(f"{label}: {header.width}x{header.height} pixels ({header.pixels / 1e6:.0f} MP) is more "
                          f"than the {limits.max_pixels / 1e6:g} MP limit; not decoded")
+    if header.decoded_bytes > 3 * limits.max_pixels:  # 16-bit with alpha: 8 bytes a pixel
+        raise ImageError(f"{label}: {header.width}x{header.height} pixels with transparency would take "
+                         f"{header.decoded_bytes >> 20} MB to decode, more than the {3 * limits.max_pixels >> 20} "
+                         "MB limit; not decoded")
+    if header.file_size is not None and not header.file_size <= buf.size <= header.file_size + 1024:
+        # Formats without checksums (BMP, WebP) decode cut, spliced or re-headed files into garbage
+        # without a word; their declared sizes are the check that is left.
+        raise ImageIncomplete(f"{label}: {INCOMPLETE_MESSAGE} (the {header.format} header declares "
+                              f"{header.file_size} bytes, the file has {buf.size})")
     flags = cv2.IMREAD_UNCHANGED if header.alpha else cv2.IMREAD_COLOR
     if header.format == "JPEG":
         flags = _reduced_jpeg_flag(max(header.width, header.height), limits.max_side)

@@ -22,10 +22,17 @@ class Header:
     width: int
     height: int
     alpha: bool = False  # the decoder may hand back a transparency channel
+    sample_bytes: int = 1  # 2 for 16-bit images, which keep their depth when decoded with alpha
+    file_size: int | None = None  # what the container says the whole file takes, where it says so
 
     @property
     def pixels(self) -> int:
         return self.width * self.height
+
+    @property
+    def decoded_bytes(self) -> int:
+        """What the decoded picture takes in memory (8-bit colour, or the alpha path's depth)."""
+        return self.pixels * (4 * self.sample_bytes if self.alpha else 3)
 
 
 def probe(data: bytes | memoryview) -> Header:
@@ -70,7 +77,7 @@ def _jpeg(d: bytes) -> Header:
 def _png(d: bytes) -> Header:
     if d[12:16] != b"IHDR":
         raise HeaderError("damaged PNG header")
-    w, h, _depth, colour = struct.unpack_from(">IIBB", d, 16)
+    w, h, depth, colour = struct.unpack_from(">IIBB", d, 16)
     alpha = colour in (4, 6)
     i = 8
     while not alpha and i + 8 <= len(d):  # a tRNS chunk before the pixels also means transparency
@@ -79,16 +86,25 @@ def _png(d: bytes) -> Header:
             break
         alpha = kind == b"tRNS"
         i += 12 + length
-    return Header("PNG", w, h, alpha)
+    return Header("PNG", w, h, alpha, 2 if depth == 16 else 1)
 
 
 def _bmp(d: bytes) -> Header:
-    size = struct.unpack_from("<I", d, 14)[0]
+    offset, size = struct.unpack_from("<II", d, 10)
     if size == 12:
-        w, h = struct.unpack_from("<hh", d, 18)
+        w, h, _, bits = struct.unpack_from("<hhHH", d, 18)
+        compression = 0
     else:
-        w, h = struct.unpack_from("<ii", d, 18)
-    return Header("BMP", w, abs(h))  # 32-bit BMPs often carry an unused, all-zero alpha: ignore it
+        w, h, _, bits, compression = struct.unpack_from("<iiHHI", d, 18)
+    expected = None
+    if compression in (0, 3) and bits in (1, 4, 8, 16, 24, 32):  # uncompressed: rows of known length
+        expected = offset + (w * bits + 31) // 32 * 4 * abs(h)
+    return Header("BMP", w, abs(h), file_size=expected)  # 32-bit BMPs often carry an unused, all-zero alpha
+
+
+def _riff_size(d: bytes) -> int:
+    size = struct.unpack_from("<I", d, 4)[0] + 8
+    return size + (size & 1)
 
 
 def _webp(d: bytes) -> Header:
@@ -97,15 +113,16 @@ def _webp(d: bytes) -> Header:
     kind = d[12:16]
     if kind == b"VP8 ":
         w, h = struct.unpack_from("<HH", d, 26)
-        return Header("WebP", w & 0x3FFF, h & 0x3FFF)
+        return Header("WebP", w & 0x3FFF, h & 0x3FFF, file_size=_riff_size(d))
     if kind == b"VP8L":
         bits = struct.unpack_from("<I", d, 21)[0]
-        return Header("WebP", (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1, bool(bits >> 28 & 1))
+        return Header("WebP", (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1, bool(bits >> 28 & 1),
+                      file_size=_riff_size(d))
     if kind == b"VP8X":
         flags = d[20]
         w = int.from_bytes(d[24:27], "little") + 1
         h = int.from_bytes(d[27:30], "little") + 1
-        return Header("WebP", w, h, bool(flags & 0x10))
+        return Header("WebP", w, h, bool(flags & 0x10), file_size=_riff_size(d))
     raise HeaderError("damaged WebP header")
 
 
@@ -127,7 +144,7 @@ def _tiff(d: bytes) -> Header:
         tags.setdefault(tag, value)
     if 256 not in tags or 257 not in tags:
         raise HeaderError("damaged TIFF header (no image size)")
-    return Header("TIFF", tags[256], tags[257], 338 in tags)
+    return Header("TIFF", tags[256], tags[257], 338 in tags, max(1, min(8, tags.get(258, 8) // 8)))
 
 
 def _gif(d: bytes) -> Header:

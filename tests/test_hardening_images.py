@@ -111,6 +111,17 @@ def test_damaged_jpeg_data_is_reported_not_described(photo_paths):
         decode_image(photo_paths[1].read_bytes()[:20000], "cut.jpg")
 
 
+@pytest.mark.parametrize("ext", [".bmp", ".webp"])
+def test_formats_without_checksums_are_checked_against_their_declared_size(photos, ext):
+    data = cv2.imencode(ext, cv2.cvtColor(photos[1], cv2.COLOR_RGB2BGR))[1].tobytes()
+    assert decode_image(data, "whole" + ext).shape == photos[1].shape
+    spliced = data[:len(data) // 2] + data[len(data) // 3:]  # decodes to garbage without complaint
+    with pytest.raises(ImageIncomplete, match="header declares"):
+        decode_image(spliced, "spliced" + ext)
+    with pytest.raises(ImageError):
+        decode_image(data[:len(data) // 2], "cut" + ext)
+
+
 def test_transparency_is_composited_and_a_transparent_image_is_blank(photos):
     hidden = np.dstack([photos[0], np.zeros(photos[0].shape[:2], np.uint8)])  # a photo under zero alpha
     ok, buf = cv2.imencode(".png", cv2.cvtColor(hidden, cv2.COLOR_RGBA2BGRA))
