@@ -175,7 +175,7 @@ def composite(rgba: np.ndarray) -> np.ndarray:
 
 _DECODER_LOCK = threading.Lock()
 # What libjpeg, libpng, libtiff and OpenCV print when the data is damaged but decoding goes on.
-_DAMAGE = re.compile(r"corrupt|premature|truncat|extraneous|invalid|bad |crc|error|warning|unexpected|"
+_DAMAGE = re.compile(r"corrupt|premature|truncat|extraneous|invalid|bad |crc|error|warn|fail|unexpected|"
                      r"incomplete|overflow|damaged|not enough|too (few|many|short)", re.IGNORECASE)
 
 
