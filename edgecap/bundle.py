@@ -51,6 +51,7 @@ class GraphBytes(bytes):
     refers to (`external`: location -> bytes); edgecap.providers hands both to onnxruntime."""
 
     external: dict[str, bytes]
+    source: str  # bundle path / file name, for error messages
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ class Bundle:
         except OnnxFormatError as exc:
             raise BundleError(f"{self.path}: {rel} is not a valid ONNX graph ({exc})") from None
         graph = GraphBytes(data)
-        graph.external = {}
+        graph.external, graph.source = {}, str(self.path / rel)
         for location in sorted(locations):
             if location not in self.manifest["sha256"]:
                 raise BundleError(f"{self.path}: {rel} refers to external data {location!r}, which is not a "

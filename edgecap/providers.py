@@ -72,6 +72,7 @@ def create_session(model: bytes, providers: list[str], threads: int | None = Non
     """Create a session on the preferred providers; if that fails, log why and use the CPU."""
     opts = session_options(threads)
     external = getattr(model, "external", None)  # edgecap.bundle.GraphBytes: weights from hashed bytes only
+    label = getattr(model, "source", label)  # name the file in errors
     if external:
         names = list(external)
         opts.add_external_initializers_from_files_in_memory(names, [external[n] for n in names],
