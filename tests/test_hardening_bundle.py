@@ -160,7 +160,8 @@ def test_external_weights_come_from_the_bundle_only(user_bundle, tmp_path, monke
 
     photo = read_image(REPO / "assets" / "coffee.jpg")
     expected = Captioner.load(SHIPPED, provider="cpu").caption([photo], preset("brief"))[0].caption
-    onnx.save_model(onnx.load(str(SHIPPED / "encoder.onnx")), str(user_bundle / "encoder.onnx"), save_as_external_data=True,
+    onnx.save_model(onnx.load(str(SHIPPED / "encoder.onnx")), str(user_bundle / "encoder.onnx"),
+                    save_as_external_data=True,
                     all_tensors_to_one_file=True, location="encoder.data", size_threshold=256)
     assert (user_bundle / "encoder.data").stat().st_size > 1 << 20
     write_manifest(user_bundle, json.loads((user_bundle / "manifest.json").read_text()))

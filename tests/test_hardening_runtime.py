@@ -76,7 +76,8 @@ def test_caption_reports_every_file_and_survives_the_worst_of_them(tmp_path):
 
 @pytest.mark.skipif(not HAS_MODEL, reason="models/edgecap-base not built")
 def test_caption_piped_into_head_ends_quietly():
-    proc = subprocess.Popen([sys.executable, "-m", "edgecap", "caption", *[str(p) for p in sorted(ASSETS.glob("*.jpg"))]],
+    photos = [str(p) for p in sorted(ASSETS.glob("*.jpg"))]
+    proc = subprocess.Popen([sys.executable, "-m", "edgecap", "caption", *photos],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
     first = proc.stdout.readline()
     proc.stdout.close()  # what `| head -1` does
