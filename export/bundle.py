@@ -16,16 +16,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import onnx
-
 from edgecap.bundle import (MANIFEST, SHIPPED_MODELS, BundleError, Preprocessing, load_bundle, pin_digest,
                             write_manifest)
 from edgecap.calibration import CalibrationSpec
-from export.onnx_export import count_calibrated_nodes
 
 
 def architecture_from_onnx(encoder: Path, decoder: Path, family: str, max_length: int) -> dict[str, Any]:
     """Read layer/head/visual sizes off the graphs' declared shapes."""
+    import onnx  # here, so that `refresh` needs neither onnx nor torch
+
+    from export.onnx_export import count_calibrated_nodes
     enc = onnx.load(str(encoder), load_external_data=False)
     dec = onnx.load(str(decoder), load_external_data=False)
 
