@@ -35,7 +35,7 @@ from edgecap.frames import (END, CameraSource, Capture, Frame, FrameSource, Fram
 from edgecap.providers import captioner_fallback
 from edgecap.scene import (ExposureChange, SameScene, SceneChange, SceneDetector, SceneOptions, TonePlayer,
                            brightness_to_pitch, colour_name)
-from edgecap.speech import REPEAT_THRESHOLD, SpeechWorker, make_voice, pick_engine
+from edgecap.speech import REPEAT_THRESHOLD, SpeechWorker, check_output, make_voice, pick_engine
 
 log = logging.getLogger("edgecap")
 
@@ -426,6 +426,11 @@ def cmd_narrate(args) -> int:
     engine = pick_engine(args.speech)
     if engine == "none" and args.speech == "auto":
         log.warning("no speech engine found (install espeak-ng); printing only")
+    elif engine != "none" and args.speech_wav_dir is None:
+        heard = check_output(engine)  # never silence that looks like success
+        if not heard.ok:
+            log.warning("speech cannot be heard: %s; printing only", heard.reason)
+            engine = "none"
     with ExitStack() as cleanup:
         try:
             # The source first: a wrong path or camera number should not wait for the model.
