@@ -62,6 +62,7 @@ def load_captioner(args):
 
 
 def cmd_caption(args) -> int:
+    from edgecap.caption import describer_for
     from edgecap.image import ImageError, read_image
 
     captioner = load_captioner(args)
@@ -74,12 +75,12 @@ def cmd_caption(args) -> int:
         except ImageError as exc:
             print(f"edgecap: error: {exc}", file=sys.stderr)
             failures += 1
+    describer = describer_for(captioner)
     records = []
     for i in range(0, len(readable), BATCH):
         chunk = readable[i:i + BATCH]
-        for (path, _), res in zip(chunk, captioner.caption([im for _, im in chunk], options)):
-            records.append({"path": path, "caption": res.caption, "tokens": res.tokens, "ms": round(res.ms, 2),
-                            "status": res.status})
+        for (path, _), res in zip(chunk, describer.describe([im for _, im in chunk], options)):
+            records.append({"path": path, **res.to_json()})
             if not args.json:
                 print(res.caption if len(args.paths) == 1 else f"{path}: {res.caption}", flush=True)
             if args.speak:
@@ -126,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("caption", help="describe photos")
     p.add_argument("paths", nargs="+")
-    p.add_argument("--json", action="store_true", help="print a JSON list with path, caption, tokens, ms")
+    p.add_argument("--json", action="store_true", help="print JSON: path, caption (as said), confidence, objects, faces, ms")
     p.add_argument("--speak", action="store_true", help="also say each caption aloud")
     p.add_argument("--speech", default="auto", help="auto, pyttsx3, espeak or none")
     add_model_args(p)
