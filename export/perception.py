@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from onnx import version_converter
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                       quantize_static)
 from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -158,15 +159,23 @@ class LetterboxReader(CalibrationDataReader):
 
 
 def quantize_detector(model: onnx.ModelProto, dst: Path, photos: list[Path], size: int) -> None:
-    """Static QDQ int8 (per-channel weights, MinMax activations on real photos)."""
+    """Static QDQ int8 (per-channel weights, MinMax activations on real photos).
+
+    The prediction layers stay fp32: their output joins box offsets (tens) and
+    sigmoid scores (0-1) in one tensor, which a single uint8 range would flatten.
+    """
+    keep_fp32 = [n.name for n in model.graph.node
+                 if n.name.startswith("/head/") and "/stems." not in n.name and "_convs." not in n.name]
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "detector_fp32.onnx"
         prepped = Path(tmp) / "detector_prep.onnx"
-        onnx.save_model(model, str(fp32))
+        # per-channel DequantizeLinear needs opset 13; the third-party export is opset 11
+        onnx.save_model(version_converter.convert_version(model, 13), str(fp32))
         quant_pre_process(str(fp32), str(prepped), skip_symbolic_shape=True)
         quantize_static(str(prepped), str(dst), LetterboxReader(photos, size), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax,
+                        nodes_to_exclude=keep_fp32,
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
 
 
