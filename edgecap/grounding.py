@@ -60,6 +60,7 @@ class GroundingRules:
     label_sure: float = 0.7  # ImageNet posterior to say "probably"
     label_likely: float = 0.3  # ... to say "it might be"
     overlap_iou: float = 0.6  # boxes this overlapping are the same thing
+    salient_area: float = 0.05  # a likely detection this big (share of the frame) must not go unnamed
     fitted_on: str = "defaults, not fitted"
 
     def sure_for(self, cls: str) -> float:
@@ -86,6 +87,7 @@ class Evidence:
     face_score: float  # the best of those, or 0
     labels: tuple[tuple[str, float], ...]  # ImageNet (name, probability), best first
     objects: tuple  # every detection passed in (for overlap checks)
+    salient: frozenset[str] = frozenset()  # classes a sure caption must name one of (see gather)
 
     def count(self, cls: str) -> int:
         seen = len(self.likely.get(cls, ()))
@@ -112,7 +114,26 @@ def gather(perception, rules: GroundingRules) -> Evidence:
             sure.setdefault(d.name, []).append(d)
     faces = [f.score for f in perception.faces if f.score >= rules.face]
     labels = tuple(sorted(perception.labels, key=lambda nl: -nl[1]))
-    return Evidence(sure, likely, len(faces), max(faces, default=0.0), labels, tuple(perception.objects))
+    return Evidence(sure, likely, len(faces), max(faces, default=0.0), labels, tuple(perception.objects),
+                    salient_classes(likely, labels, rules))
+
+
+def salient_classes(likely: dict[str, list], labels, rules: GroundingRules) -> frozenset[str]:
+    """The main thing in view: the best-scoring large likely detection, and the COCO class of a
+    confident ImageNet label. A caption about a plate next to a cup of coffee names neither."""
+    found = set()
+    big = [d for dets in likely.values() for d in dets if box_area(d.box) >= rules.salient_area]
+    if big:
+        found.add(max(big, key=lambda d: d.score).name)
+    for name, p in labels[:1]:
+        cls = coco_class_of_label(name)
+        if p >= rules.label_sure and cls is not None:
+            found.add(cls)
+    return frozenset(found)
+
+
+def box_area(box) -> float:
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
 
 
 @dataclass(frozen=True)
@@ -145,6 +166,9 @@ def judge(caption: str, evidence: Evidence, rules: GroundingRules) -> Verdict:
     margin = float("inf")
     if not named:
         return Verdict("unsupported", named, ("names nothing the detectors can check",))
+    if evidence.salient and not evidence.salient & set(named):
+        problems.append(f"does not name the {' or '.join(sorted(evidence.salient))} in view")
+        level = "unsupported"
     for cls, n in counts.items():
         margin = min(margin, evidence.best(cls) / rules.sure_for(cls))
         if not evidence.has(cls, "likely"):
