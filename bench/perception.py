@@ -14,6 +14,7 @@ not measured here):
                score >= 0.5 with the fp32 416 px reference;
   ms           median wall time of letterbox + graph + decode, one onnxruntime thread;
   cpu_ms       the same in process CPU time (less disturbed by other jobs on the machine).
+With --faces it counts the faces YuNet finds at each input size on the same photos.
 With --imagenet N it also checks that the shipped int8 encoder's pooled vector through
 the ImageNet head gives the same top-1 class as the fp32 torch backbone on N photos.
 Prints a markdown table and, with --json, writes the numbers.
@@ -36,15 +37,16 @@ from edgecap.evaluate import chair_objects, load_chair_table  # noqa: E402
 from edgecap.image import read_image  # noqa: E402
 from edgecap.perception import DetectorSettings, decode_yolox, letterbox  # noqa: E402
 from edgecap.providers import create_session  # noqa: E402
-from export.commands import calibration_images  # noqa: E402
-from export.data import load_records  # noqa: E402
-from export.perception import (DETECTOR_SOURCE, check_source, coco_classes, detector_at_size,  # noqa: E402
-                               quantize_detector)
+
+# export.* (onnx, onnxruntime.quantization, torch) is imported only where needed, so that the
+# --pipeline RSS is what the run-time package costs.
 
 THRESHOLDS = (0.3, 0.5, 0.7)
 
 
 def detector_bytes(models: Path, size: int, int8: bool, calibration: list[Path]) -> bytes:
+    from export.perception import DETECTOR_SOURCE, check_source, detector_at_size, quantize_detector
+
     model = detector_at_size(check_source(models, DETECTOR_SOURCE), size)
     if not int8:
         return model.SerializeToString()
@@ -107,6 +109,7 @@ def imagenet_check(data: Path, model: Path, count: int) -> dict:
     from edgecap.image import normalize, resize_for_model
     from edgecap.model import Captioner
     from edgecap.perception import Perceiver
+    from export.data import load_records
     from export.efficientnet import EfficientNetLite, weights_path
 
     captioner = Captioner.load(model, provider="cpu", threads=1)
@@ -126,7 +129,7 @@ def imagenet_check(data: Path, model: Path, count: int) -> dict:
             ref_probs = net.classify(x)[0].softmax(-1).numpy()
         ref = int(ref_probs.argmax())
         head = perceiver.head
-        logits = head.weight @ pooled + head.bias
+        logits = head.logits(pooled)
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
         ours = int(np.argmax(probs))
@@ -146,6 +149,57 @@ def imagenet_check(data: Path, model: Path, count: int) -> dict:
             "median_abs_prob_gap_of_fp32_top1": float(np.median(prob_gap))}
 
 
+def faces_check(model: Path, photos: list[np.ndarray], sides=(160, 240, 320)) -> list[dict]:
+    """Faces found and CPU time of the shipped face detector at each input size (the largest is the reference)."""
+    from dataclasses import replace
+
+    from edgecap.bundle import load_bundle
+    from edgecap.perception import Perceiver
+
+    perceiver = Perceiver.from_bundle(load_bundle(model), ["CPUExecutionProvider"], 1)
+    rows = []
+    for side in sides:
+        perceiver.face_settings = replace(perceiver.face_settings, long_side=side)
+        perceiver.detect_faces(photos[0])
+        counts, cpu = [], []
+        for bgr in photos:
+            start = time.process_time()
+            counts.append(len(perceiver.detect_faces(bgr)))
+            cpu.append((time.process_time() - start) * 1000)
+        rows.append({"long_side": side, "faces": int(sum(counts)), "photos_with_faces": int(np.count_nonzero(counts)),
+                     "cpu_ms": float(np.median(cpu))})
+    return rows
+
+
+def pipeline_check(model: Path, paths: list[Path]) -> dict:
+    """Today's caption plus perception on one decoded frame per photo: median ms and the process's peak RSS."""
+    import resource
+
+    from edgecap.decoding import DecodingOptions
+    from edgecap.model import Captioner
+    from edgecap.perception import Perceiver
+
+    captioner = Captioner.load(model, provider="cpu", threads=1)
+    perceiver = Perceiver.from_bundle(captioner.bundle, ["CPUExecutionProvider"], 1)
+    rows = {"caption_ms": [], "perceive_ms": [], "caption_cpu_ms": [], "perceive_cpu_ms": []}
+    for i, path in enumerate(paths):
+        rgb = read_image(path)
+        w, c = time.perf_counter(), time.process_time()
+        captioner.caption([rgb], DecodingOptions())
+        pooled = captioner.encode([rgb]).pooled[0]  # cached: the caption encoded this frame already
+        w2, c2 = time.perf_counter(), time.process_time()
+        perceiver.perceive(rgb, pooled)
+        if i:  # the first photo warms the sessions up
+            rows["caption_ms"].append((w2 - w) * 1000)
+            rows["caption_cpu_ms"].append((c2 - c) * 1000)
+            rows["perceive_ms"].append((time.perf_counter() - w2) * 1000)
+            rows["perceive_cpu_ms"].append((time.process_time() - c2) * 1000)
+    out = {k: float(np.median(v)) for k, v in rows.items()}
+    out["photos"] = len(paths) - 1
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
@@ -155,8 +209,25 @@ def main(argv=None) -> int:
     p.add_argument("--no-int8", action="store_true")
     p.add_argument("--unlabeled", type=int, default=120, help="unlabelled photos for agreement and timing")
     p.add_argument("--imagenet", type=int, default=0, help="photos for the ImageNet head check (0: skip)")
+    p.add_argument("--faces", action="store_true", help="also time the face detector at 160/240/320 px")
+    p.add_argument("--pipeline", type=int, default=0,
+                   help="time today's caption + perception on this many COCO photos, and report peak RSS; alone, "
+                        "this skips the detector sweep (run it in a fresh process: RSS is the process's peak)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
+    if args.pipeline:
+        rows = [json.loads(line) for line in (args.data / "captioned" / "captions.jsonl").open(encoding="utf-8")]
+        coco = [args.data / "captioned" / r["file"] for r in rows if r["split"] == "train" and
+                r["source"].startswith("coco")]
+        report = pipeline_check(args.model, coco[:args.pipeline + 1])
+        print("pipeline:", json.dumps(report))
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        return 0
+    from export.commands import calibration_images
+    from export.data import load_records
+    from export.perception import coco_classes
+
     models = args.models or args.data.parent / "models"
     classes = coco_classes(args.data)
     table = load_chair_table(args.data / "chair" / "synonyms.txt")
@@ -169,7 +240,7 @@ def main(argv=None) -> int:
     photos = [np.ascontiguousarray(read_image(r.path)[:, :, ::-1]) for r in coco + unl]
     named = [set().union(*(chair_objects(c, table) for c in r.captions)) for r in coco] + [None] * len(unl)
     results, reference = [], None
-    for size in (int(s) for s in args.sizes.split(",")):
+    for size in (int(s) for s in args.sizes.split(",") if s):  # --sizes "" skips the sweep
         for int8 in (False,) if args.no_int8 else (False, True):
             session = create_session(detector_bytes(models, size, int8, calibration), ["CPUExecutionProvider"], 1)
             settings = DetectorSettings(input_size=size)
@@ -191,6 +262,10 @@ def main(argv=None) -> int:
     if args.imagenet:
         report["imagenet"] = imagenet_check(args.data, args.model, args.imagenet)
         print("imagenet:", json.dumps(report["imagenet"]))
+    if args.faces:
+        report["faces"] = faces_check(args.model, photos)
+        for row in report["faces"]:
+            print("faces:", json.dumps(row))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 0

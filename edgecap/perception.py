@@ -59,7 +59,7 @@ class DetectorSettings:
 
 @dataclass(frozen=True)
 class FaceSettings:
-    long_side: int = 160  # the frame is shrunk so its longer side is this, then padded to /32
+    long_side: int = 240  # the frame is shrunk so its longer side is this, then padded to /32
     strides: tuple[int, ...] = (8, 16, 32)
     score_floor: float = 0.6
     nms_iou: float = 0.3
@@ -173,9 +173,10 @@ def decode_yunet(outputs: dict[str, np.ndarray], size_hw: tuple[int, int], setti
 # --- ImageNet head -------------------------------------------------------------------
 @dataclass(frozen=True)
 class ImageNetHead:
-    """logits = pooled @ weight.T + bias over the 1000 ImageNet classes, spoken coarsely."""
+    """logits = pooled @ (weight * scale).T + bias over the 1000 ImageNet classes, spoken coarsely."""
 
-    weight: np.ndarray  # (1000, C) float32
+    weight: np.ndarray  # (1000, C) int8 per-row (with scale) or float
+    scale: np.ndarray  # (1000,) per-row scale; ones for float weights
     bias: np.ndarray  # (1000,)
     coarse_index: np.ndarray  # (1000,) index into coarse_names
     coarse_names: tuple[str, ...]
@@ -184,21 +185,29 @@ class ImageNetHead:
     @classmethod
     def from_bytes(cls, data: bytes) -> "ImageNetHead":
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            weight = z["weight"].astype(np.float32)
-            if "weight_scale" in z:
-                weight *= z["weight_scale"].astype(np.float32)[:, None]
-            head = cls(weight=weight, bias=z["bias"].astype(np.float32),
+            weight = z["weight"]
+            if weight.dtype != np.int8:
+                weight = weight.astype(np.float32)
+            scale = z["weight_scale"].astype(np.float32) if "weight_scale" in z else np.ones(len(weight), np.float32)
+            head = cls(weight=weight, scale=scale, bias=z["bias"].astype(np.float32),
                        coarse_index=z["coarse_index"].astype(np.int64),
                        coarse_names=tuple(str(s) for s in z["coarse_names"]),
                        articles=tuple(str(s) for s in z["articles"]))
-        if head.weight.shape[0] != head.bias.shape[0] or head.coarse_index.shape[0] != head.weight.shape[0]:
+        n = head.weight.shape[0]
+        if not (head.bias.shape[0] == head.scale.shape[0] == head.coarse_index.shape[0] == n):
             raise ValueError("imagenet head: weight, bias and class map disagree in size")
         if head.coarse_index.max(initial=0) >= len(head.coarse_names) or len(head.articles) != len(head.coarse_names):
             raise ValueError("imagenet head: class map points past its coarse names")
         return head
 
+    def logits(self, pooled: np.ndarray) -> np.ndarray:
+        x = np.asarray(pooled, np.float32).reshape(-1)
+        rows = 250  # int8 rows widened a block at a time: the float weights are never all in memory
+        raw = np.concatenate([self.weight[i:i + rows].astype(np.float32) @ x for i in range(0, len(self.weight), rows)])
+        return raw * self.scale + self.bias
+
     def labels(self, pooled: np.ndarray, top: int = TOP_LABELS) -> tuple[tuple[str, float], ...]:
-        logits = self.weight @ np.asarray(pooled, np.float32).reshape(-1) + self.bias
+        logits = self.logits(pooled)
         probs = np.exp(logits - logits.max())
         probs /= probs.sum()
         coarse = np.bincount(self.coarse_index, weights=probs, minlength=len(self.coarse_names))

@@ -64,11 +64,11 @@ PROVENANCE = {
 
 @dataclass(frozen=True)
 class PerceptionOptions:
-    detector_size: int = 416
+    detector_size: int = 320
     detector_int8: bool = False
     head_int8: bool = True
     score_floor: float = 0.25
-    face_long_side: int = 160
+    face_long_side: int = 240
 
 
 # --- data ------------------------------------------------------------------------------
