@@ -57,8 +57,8 @@ def perceive_all(model: Path, paths: list[Path], cache: Path | None) -> list[dic
             rgb = read_image(path)
             pooled = captioner.encode([rgb]).pooled[0]
             p = perceiver.perceive(rgb, pooled)
-            done[str(path)] = {"objects": [[d.name, d.score] for d in p.objects], "faces": [f.score for f in p.faces],
-                               "labels": [list(nl) for nl in p.labels]}
+            done[str(path)] = {"objects": [[d.name, d.score, list(d.box)] for d in p.objects],
+                               "faces": [[f.score, list(f.box)] for f in p.faces], "labels": [list(nl) for nl in p.labels]}
             if i % 100 == 99:
                 print(f"  perceived {i + 1}/{len(todo)}", file=sys.stderr, flush=True)
                 if cache:
@@ -99,12 +99,12 @@ def fit(photos: list[dict], truths: list[set[str]], refs: list[list[str]], table
     faces, labels = [], []
     for photo, truth, ref in zip(photos, truths, refs):
         best: dict[str, float] = {}
-        for name, score in photo["objects"]:
+        for name, score, _ in photo["objects"]:
             best[name] = max(best.get(name, 0.0), score)
         for name, score in best.items():
             per_class[name].append((score, name in truth))
         if photo["faces"]:
-            faces.append((max(photo["faces"]), "person" in truth))
+            faces.append((max(score for score, _ in photo["faces"]), "person" in truth))
         if photo["labels"]:
             name, p = photo["labels"][0]
             labels.append((p, mentioned(name, ref, truth, table)))
@@ -137,8 +137,8 @@ def firing_rates(photos: list[dict], rules: GroundingRules) -> dict:
     n = max(len(photos), 1)
     sure, likely, any_sure = defaultdict(int), defaultdict(int), 0
     for photo in photos:
-        names_sure = {name for name, s in photo["objects"] if s >= rules.sure_for(name)}
-        names_likely = {name for name, s in photo["objects"] if s >= rules.likely_for(name)}
+        names_sure = {name for name, s, _ in photo["objects"] if s >= rules.sure_for(name)}
+        names_likely = {name for name, s, _ in photo["objects"] if s >= rules.likely_for(name)}
         for name in names_sure:
             sure[name] += 1
         for name in names_likely:
@@ -160,8 +160,8 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
     ap.add_argument("--flickr", type=int, default=300, help="Flickr8k train photos to add to the COCO ones")
     ap.add_argument("--unlabeled", type=int, default=600, help="unlabelled photos for detector-only statistics")
-    ap.add_argument("--sure-precision", type=float, default=0.9)
-    ap.add_argument("--likely-precision", type=float, default=0.75)
+    ap.add_argument("--sure-precision", type=float, default=0.85)
+    ap.add_argument("--likely-precision", type=float, default=0.8)
     ap.add_argument("--floor", type=float, default=0.3, help="no threshold below this score")
     ap.add_argument("--cache", type=Path, default=None, help="JSON cache of the perception results")
     ap.add_argument("--out", type=Path, default=None, help="write the fit and its statistics here")

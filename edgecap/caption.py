@@ -238,10 +238,12 @@ def _join(phrases: list[str], word: str = "and") -> str:
 
 def evidence_statement(evidence: Evidence, rules: GroundingRules, perceiver=None) -> tuple[str, tuple[str, ...]]:
     """A hedged sentence from the detections and ImageNet labels alone, and what it names."""
-    ranked = sorted(evidence.likely.items(), key=lambda kv: -kv[1][0].score)
-    if "person" not in evidence.likely and evidence.faces:
+    # Name what is seen surely; only when nothing is, the likely things (fewer of them).
+    seen = evidence.sure or evidence.likely
+    ranked = sorted(seen.items(), key=lambda kv: -kv[1][0].score)
+    if "person" not in seen and evidence.faces:
         ranked.append(("person", []))
-    ranked = ranked[:MAX_NAMED]
+    ranked = ranked[:MAX_NAMED if evidence.sure else MAX_NAMED - 1]
     phrases = [object_phrase(cls, evidence.count(cls), position(dets) if i == 0 else "")
                for i, (cls, dets) in enumerate(ranked)]
     named = [cls for cls, _ in ranked]
@@ -260,7 +262,7 @@ def evidence_statement(evidence: Evidence, rules: GroundingRules, perceiver=None
         return sentence, (name, *named)
     if phrases:
         top_cls, top_dets = ranked[0]
-        if len(ranked) == 1 and evidence.has(top_cls, "sure"):
+        if len(ranked) == 1 and evidence.has(top_cls, "sure", rules):
             return f"Probably {phrases[0]}.", tuple(named)
         return f"I'm not sure. I can see {_join(phrases)}.", tuple(named)
     if weak:

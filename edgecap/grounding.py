@@ -60,6 +60,7 @@ class GroundingRules:
     label_sure: float = 0.7  # ImageNet posterior to say "probably"
     label_likely: float = 0.3  # ... to say "it might be"
     overlap_iou: float = 0.6  # boxes this overlapping are the same thing
+    hedge_on_any_trace: bool = True  # "Probably ..." when some object is only barely detected (keeps CIDEr)
     salient_area: float = 0.05  # a likely detection this big (share of the frame) must not go unnamed
     fitted_on: str = "defaults, not fitted"
 
@@ -88,10 +89,16 @@ class Evidence:
     labels: tuple[tuple[str, float], ...]  # ImageNet (name, probability), best first
     objects: tuple  # every detection passed in (for overlap checks)
     salient: frozenset[str] = frozenset()  # classes a sure caption must name one of (see gather)
+    label_support: dict = field(default_factory=dict)  # COCO class -> ImageNet probability of labels naming it
+    all_counts: dict = field(default_factory=dict)  # class -> detections at any score (for "two dogs")
 
     def count(self, cls: str) -> int:
         seen = len(self.likely.get(cls, ()))
         return max(seen, self.faces) if cls == "person" else seen
+
+    def count_any(self, cls: str) -> int:
+        """Detections of a class at any score: crowded animals or people score low one by one."""
+        return max(self.count(cls), self.all_counts.get(cls, 0))
 
     def best(self, cls: str) -> float:
         """The highest score seen for a class (a face counts for a person); 0 if none passed the likely cut."""
@@ -99,9 +106,15 @@ class Evidence:
         score = found[0].score if found else 0.0
         return max(score, self.face_score) if cls == "person" else score
 
-    def has(self, cls: str, level: str = "sure") -> bool:
+    def has(self, cls: str, level: str, rules: "GroundingRules") -> bool:
+        """Seen at this level by the detector, a face (for a person) or a confident ImageNet label."""
         found = bool((self.sure if level == "sure" else self.likely).get(cls))
-        return found or (cls == "person" and self.faces > 0)
+        label = self.label_support.get(cls, 0.0) >= (rules.label_sure if level == "sure" else rules.label_likely)
+        return found or label or (cls == "person" and self.faces > 0)
+
+    def margin(self, cls: str, rules: "GroundingRules") -> float:
+        """How far above its sure threshold the best evidence for a class is (1.0 = at it)."""
+        return max(self.best(cls) / rules.sure_for(cls), self.label_support.get(cls, 0.0) / rules.label_sure)
 
 
 def gather(perception, rules: GroundingRules) -> Evidence:
@@ -114,8 +127,16 @@ def gather(perception, rules: GroundingRules) -> Evidence:
             sure.setdefault(d.name, []).append(d)
     faces = [f.score for f in perception.faces if f.score >= rules.face]
     labels = tuple(sorted(perception.labels, key=lambda nl: -nl[1]))
+    label_support: dict[str, float] = {}
+    for name, p in labels:
+        cls = coco_class_of_label(name)
+        if cls is not None:
+            label_support[cls] = label_support.get(cls, 0.0) + p
+    all_counts: dict[str, int] = {}
+    for d in perception.objects:
+        all_counts[d.name] = all_counts.get(d.name, 0) + 1
     return Evidence(sure, likely, len(faces), max(faces, default=0.0), labels, tuple(perception.objects),
-                    salient_classes(likely, labels, rules))
+                    salient_classes(likely, labels, rules), label_support, all_counts)
 
 
 def salient_classes(likely: dict[str, list], labels, rules: GroundingRules) -> frozenset[str]:
@@ -170,16 +191,20 @@ def judge(caption: str, evidence: Evidence, rules: GroundingRules) -> Verdict:
         problems.append(f"does not name the {' or '.join(sorted(evidence.salient))} in view")
         level = "unsupported"
     for cls, n in counts.items():
-        margin = min(margin, evidence.best(cls) / rules.sure_for(cls))
-        if not evidence.has(cls, "likely"):
+        margin = min(margin, evidence.margin(cls, rules))
+        if not evidence.has(cls, "likely", rules):
+            if rules.hedge_on_any_trace and (evidence.all_counts.get(cls) or evidence.label_support.get(cls)):
+                problems.append(f"{cls} barely detected")
+                level = "likely" if level == "sure" else level
+                continue
             problems.append(f"{cls} not detected")
             level = "unsupported"
             continue
-        if not evidence.has(cls, "sure"):
+        if not evidence.has(cls, "sure", rules):
             problems.append(f"{cls} only weakly detected")
             level = "likely" if level == "sure" else level
-        if n > 1 and evidence.count(cls) < n:
-            problems.append(f"says {n} {cls}, sees {evidence.count(cls)}")
+        if n > 1 and evidence.count_any(cls) < n:
+            problems.append(f"says {n} {cls}, sees {evidence.count_any(cls)}")
             level = "likely" if level == "sure" else level
         other = contradiction(cls, evidence, rules)
         if other:
