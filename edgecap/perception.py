@@ -127,6 +127,11 @@ def to_unit_boxes(boxes: np.ndarray, scale: float, height: int, width: int) -> n
     return out
 
 
+def inside(unit: np.ndarray) -> np.ndarray:
+    """Mask of boxes with some area left in the frame (not wholly in the letterbox padding)."""
+    return (unit[:, 2] > unit[:, 0]) & (unit[:, 3] > unit[:, 1])
+
+
 # --- detectors -----------------------------------------------------------------------
 def decode_yolox(raw: np.ndarray, settings: DetectorSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(N, 5 + C) raw rows -> boxes (M, 4) in model pixels, scores (M,), classes (M,) after per-class NMS."""
@@ -256,6 +261,9 @@ class Perceiver:
         except (ValueError, KeyError, OSError) as exc:
             raise BundleError(f"{bundle.path}: {bundle.files['imagenet_head']}: {exc}") from None
         detector = create_session(bundle.read_verified("detector"), providers, threads, "detector")
+        width = detector.get_outputs()[0].shape[-1]
+        if isinstance(width, int) and width != 5 + len(classes):
+            raise BundleError(f"{bundle.path}: detector scores {width - 5} classes, the manifest names {len(classes)}")
         faces = create_session(bundle.read_verified("faces"), providers, threads, "face detector")
         return cls(detector, faces, head, classes, detector_settings, face_settings)
 
@@ -277,7 +285,7 @@ class Perceiver:
         boxes, scores, classes = decode_yolox(raw, s)
         unit = to_unit_boxes(boxes, scale, bgr.shape[0], bgr.shape[1])
         return tuple(Detection(self.classes[c], float(p), tuple(float(v) for v in b))  # type: ignore[arg-type]
-                     for b, p, c in zip(unit, scores, classes))
+                     for b, p, c, ok in zip(unit, scores, classes, inside(unit)) if ok)
 
     def detect_faces(self, bgr: np.ndarray) -> tuple[Detection, ...]:
         s = self.face_settings
@@ -290,6 +298,6 @@ class Perceiver:
         pixels = np.ascontiguousarray(canvas.transpose(2, 0, 1)[None], dtype=np.float32)
         outputs = dict(zip(self._face_outputs, self.faces.run(self._face_outputs, {self._face_input: pixels})))
         boxes, scores = decode_yunet(outputs, (ph, pw), s)
-        unit = to_unit_boxes(boxes, nw / w, h, w) if boxes.size else boxes
+        unit = to_unit_boxes(boxes, nw / w, h, w)
         return tuple(Detection("face", float(p), tuple(float(v) for v in b))  # type: ignore[arg-type]
-                     for b, p in zip(unit, scores))
+                     for b, p, ok in zip(unit, scores, inside(unit)) if ok)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from edgecap.bundle import BundleError, load_bundle, write_manifest
-from edgecap.perception import (ROLES, DetectorSettings, Perceiver, decode_yolox, grid_points, letterbox,
-                                per_class_nms, to_unit_boxes)
+from edgecap.perception import (ROLES, DetectorSettings, Perceiver, decode_yolox, grid_points, inside,
+                                letterbox, per_class_nms, to_unit_boxes)
 
 BUNDLE = Path(__file__).resolve().parents[1] / "models" / "edgecap-base"
 CPU = ["CPUExecutionProvider"]
@@ -111,6 +111,8 @@ def test_letterbox_and_unit_boxes_round_trip():
     unit = to_unit_boxes(box_px * scale, scale, 300, 600)
     assert np.allclose(unit, [[0.1, 0.1, 0.5, 0.9]])
     assert np.allclose(to_unit_boxes(np.array([[-5.0, -5.0, 999.0, 999.0]]), scale, 300, 600), [[0, 0, 1, 1]])
+    in_padding = to_unit_boxes(np.array([[10.0, 200.0, 60.0, 250.0]]), scale, 300, 600)  # below the frame
+    assert inside(in_padding).tolist() == [False] and inside(unit).tolist() == [True]
 
 
 def test_yolox_decode_and_per_class_nms():
