@@ -163,3 +163,71 @@ def test_caption_json_has_the_decision(photo_paths):
     assert any(o["name"] == "cup" for o in record["objects"])
     for o in record["objects"]:
         assert set(o) == {"name", "score", "box"} and all(0 <= v <= 1 for v in o["box"])
+
+
+# --- narration and evaluation speak the same decision --------------------------------------------
+class ScriptedDescriber:
+    """Stands in for the captioner: each new scene gets the next scripted (sentence, confidence)."""
+
+    provider = "CPUExecutionProvider"
+
+    def __init__(self, script):
+        self.script = list(script)
+
+    def encode(self, images):
+        return None
+
+    def caption_features(self, features, options):
+        sentence, confidence = self.script.pop(0)
+        return [SimpleNamespace(caption=sentence, confidence=confidence, ms=1.0)]
+
+
+def test_narration_does_not_repeat_i_cant_tell_for_the_same_scene(tmp_path):
+    from edgecap.frames import MemorySource
+    from edgecap.narrate import EventLog, Narrator
+    from edgecap.scene import SceneChange
+    from edgecap.speech import SpeechWorker, TextVoice
+
+    script = [(CANT_TELL, "unknown"), (CANT_TELL, "unknown"), ("A dog runs.", "sure"), (CANT_TELL, "unknown"),
+              (CANT_TELL, "unknown")]
+    speech = SpeechWorker(TextVoice(), replace_pending=False)
+    narrator = Narrator(MemorySource([]), ScriptedDescriber(script), None, speech, EventLog(tmp_path / "log.jsonl"))
+    frame = np.zeros((8, 8, 3), np.uint8)
+    for i, forced in enumerate([False, False, False, False, True]):
+        narrator._announce(SceneChange(frame, float(i), None, 1.0, 1.0, forced))
+    speech.drain(10)
+    speech.close()
+    narrator.log.close()
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    captions = [(r["text"], r["speech"]) for r in records if r["kind"] == "caption"]
+    assert [s for _, s in captions] == ["queued", "suppressed", "queued", "queued", "queued"]
+    assert all(r["confidence"] for r in records if r["kind"] == "caption")
+
+
+def test_eval_reports_the_decision_per_source(tmp_path, photo_paths):
+    pytest.importorskip("pycocoevalcap")
+    import shutil
+
+    refs = {"chelsea": ["A ginger cat lies on a wooden floor."], "coffee": ["A cup of coffee on a table."],
+            "astronaut": ["An astronaut in a space suit poses."], "rocket": ["A rocket launches into the sky."]}
+    (tmp_path / "images").mkdir()
+    rows = []
+    for i, path in enumerate(photo_paths):
+        shutil.copy(path, tmp_path / "images" / path.name)
+        rows.append({"file": f"images/{path.name}", "captions": refs[path.stem], "split": "val",
+                     "source": "coco-val2017" if i % 2 else "flickr8k"})
+    (tmp_path / "captions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out, png = tmp_path / "m.json", tmp_path / "risk.png"
+    proc = subprocess.run([sys.executable, "-m", "edgecap", "eval", "--data", str(tmp_path), "--split", "val",
+                           "--json", str(out), "--risk-coverage", str(png), "--beams", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads(out.read_text())
+    from edgecap.evaluate import METRIC_KEYS
+
+    assert set(METRIC_KEYS) | set(DECISION_KEYS) <= set(metrics)
+    assert set(metrics["by_source"]) == {"coco", "flickr8k"}
+    for m in metrics["by_source"].values():
+        assert set(METRIC_KEYS) | set(DECISION_KEYS) <= set(m) and m["n_images"] == 2
+    assert metrics["n_sure"] + metrics["n_hedged"] + metrics["n_unknown"] == 4
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
