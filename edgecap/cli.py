@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("caption", help="describe photos")
     p.add_argument("paths", nargs="+")
     p.add_argument("--json", action="store_true",
-                   help="print a JSON list with path, caption, tokens, ms, status (and message for errors)")
+                   help="print JSON: path, caption (as said), confidence, objects, faces, ms, status (message for errors)")
     p.add_argument("--speak", action="store_true", help="also say each caption aloud")
     p.add_argument("--speak-to", metavar="FILE.wav", help="write what would be said to a WAV file")
     p.add_argument("--speech", choices=["auto", "pyttsx3", "espeak", "none"], default="auto",

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from edgecap.caption import describer_for
 from edgecap.image import INCOMPLETE_MESSAGE, ImageError, ImageIncomplete, display_name, read_image
 
 UNREADABLE_SPOKEN = "This file could not be read."
@@ -76,15 +77,16 @@ class Voice:
 
 
 def describe_file(captioner, path: str, options, read_text: bool = False) -> dict:
-    """One photo -> {path, caption, tokens, ms, status[, message][, text]}; never raises for a bad file."""
+    """One photo -> {path, caption (as said), confidence, objects, faces, tokens, ms, status[, message][, text]};
+    never raises for a bad file."""
     name = display_name(path)
     start = time.perf_counter()
     record: dict = {"path": name, "caption": None, "tokens": [], "ms": 0.0, "status": "error"}
     try:
         image = read_image(path)
-        result = captioner.caption([image], options)[0]
+        result = describer_for(captioner).describe([image], options)[0]
         if result.caption.strip():
-            record.update(caption=result.caption, tokens=list(result.tokens), status=result.status)
+            record.update(result.to_json())
             if read_text and result.status == "ok":
                 from edgecap.read_aloud import text_for_caption
 
