@@ -294,7 +294,7 @@ def decode_pool(model: StepModel, visual: Any, n_visual: int, tokens: TokenSpec,
         if calibration is not None:
             gain = np.where(layer_on, state.gain(calibration, np.ones((len(live), n_visual), np.float32))[None],
                             np.float32(1)).astype(np.float32)
-        else:
+        elif gain.shape[1] != len(live):  # constant: the same array lets the model skip rebinding it
             gain = np.ones((model.n_layers, len(live), n_visual), dtype=np.float32)
         if len(live) not in visual_rows:
             visual_rows[len(live)] = model.start(visual, len(live))

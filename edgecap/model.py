@@ -25,6 +25,16 @@ log = logging.getLogger("edgecap")
 DEFAULT_MODEL_NAME = "edgecap-base"
 
 
+def pin_blas_threads(threads: int = 1) -> None:
+    """Hold numpy's BLAS to `threads` even if numpy was loaded before edgecap set OPENBLAS_NUM_THREADS."""
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+    except ImportError:
+        return
+    if any(p.get("user_api") == "blas" and p.get("num_threads", 1) > threads for p in threadpool_info()):
+        threadpool_limits(threads, user_api="blas")
+
+
 def default_model_dir() -> Path:
     """$EDGECAP_MODEL, else the bundle shipped in the checkout's models/ folder."""
     env = os.environ.get("EDGECAP_MODEL")
@@ -75,7 +85,7 @@ class OnnxDecoder:
     Present keys/values come back as OrtValues on the provider's device and go straight
     into the next step: no host round trip, no concatenation in Python. Only beam
     reordering and dropping finished rows gather rows. Graphs rewritten by
-    export/optimize_decoder.py have one cache input/output per layer (nothing is
+    export/optimize.py have one cache input/output per layer (nothing is
     split or stacked inside the graph) and let one image's visual keys/values (batch 1)
     serve all of its rows; stacked graphs (L, B, ...) are still run as exported.
     """
@@ -92,6 +102,7 @@ class OnnxDecoder:
         meta = session.get_modelmeta().custom_metadata_map
         self.broadcast_visual = self.layered and meta.get("edgecap.visual_broadcast") == "1"
         self._binding = session.io_binding()
+        self._bound: dict = {}
 
     def _value(self, array: np.ndarray):
         return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device)
@@ -115,22 +126,32 @@ class OnnxDecoder:
         return self._value(empty), self._value(empty)
 
     def step(self, input_ids, cache, visual_rows, gain):
+        """One decoder run. The binding persists between runs, so inputs that did not change since the
+        last step (visual keys/values, a constant gain) are not bound again."""
         binding = self._binding
         binding.bind_cpu_input("input_ids", np.ascontiguousarray(input_ids, dtype=np.int64))
+        fresh_visual = visual_rows is not self._bound.get("visual")
+        fresh_gain = gain is not self._bound.get("gain")
         if self.layered:
             for layer in range(self.n_layers):
                 binding.bind_ortvalue_input(f"past_k_{layer}", cache[0][layer])
                 binding.bind_ortvalue_input(f"past_v_{layer}", cache[1][layer])
-                binding.bind_ortvalue_input(f"cross_k_{layer}", visual_rows[0][layer])
-                binding.bind_ortvalue_input(f"cross_v_{layer}", visual_rows[1][layer])
-                binding.bind_cpu_input(f"visual_gain_{layer}", np.ascontiguousarray(gain[layer]))
+                if fresh_visual:
+                    binding.bind_ortvalue_input(f"cross_k_{layer}", visual_rows[0][layer])
+                    binding.bind_ortvalue_input(f"cross_v_{layer}", visual_rows[1][layer])
+                if fresh_gain:
+                    binding.bind_cpu_input(f"visual_gain_{layer}", np.ascontiguousarray(gain[layer]))
         else:
             binding.bind_ortvalue_input("past_k", cache[0])
             binding.bind_ortvalue_input("past_v", cache[1])
-            binding.bind_ortvalue_input("cross_k", visual_rows[0])
-            binding.bind_ortvalue_input("cross_v", visual_rows[1])
-            binding.bind_cpu_input("visual_gain", np.ascontiguousarray(gain))
-        binding.clear_binding_outputs()
+            if fresh_visual:
+                binding.bind_ortvalue_input("cross_k", visual_rows[0])
+                binding.bind_ortvalue_input("cross_v", visual_rows[1])
+            if fresh_gain:
+                binding.bind_cpu_input("visual_gain", np.ascontiguousarray(gain))
+        # keep what is bound alive and recognisable (bind_cpu_input does not copy)
+        self._bound = {"visual": visual_rows, "gain": gain}
+        binding.clear_binding_outputs()  # a bound output would be reused as a buffer of the old shape
         for name in self._output_names():
             binding.bind_output(name, self.device if name.startswith("present") else "cpu")
         self.session.run_with_iobinding(binding)
@@ -169,6 +190,7 @@ class OnnxDecoder:
 class Captioner:
     def __init__(self, bundle: Bundle, provider: str = "auto", threads: int | None = None,
                  feature_cache_size: int = 8):
+        pin_blas_threads()
         self.bundle = bundle
         self.arch = bundle.architecture
         self.providers = resolve_providers(provider)

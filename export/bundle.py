@@ -10,6 +10,7 @@ import onnx
 from edgecap.bundle import Preprocessing, load_bundle, write_manifest
 from edgecap.calibration import CalibrationSpec
 from export.onnx_export import count_calibrated_nodes
+from export.optimize import optimize_decoder
 
 
 def architecture_from_onnx(encoder: Path, decoder: Path, family: str, max_length: int) -> dict[str, Any]:
@@ -38,6 +39,7 @@ def write_bundle(out_dir: Path, encoder: Path, decoder: Path, tokenizer_json: st
     for src, dst in ((encoder, "encoder.onnx"), (decoder, "decoder.onnx")):
         if Path(src).resolve() != (out_dir / dst).resolve():
             shutil.copyfile(src, out_dir / dst)
+    optimize_decoder(out_dir / "decoder.onnx", out_dir / "decoder.onnx")  # per-layer cache: exact, faster
     tok_path = out_dir / "tokenizer.json"
     if isinstance(tokenizer_json, Path):
         shutil.copyfile(tokenizer_json, tok_path)

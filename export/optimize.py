@@ -1,7 +1,7 @@
-"""Graph surgery on an exported decoder: what onnxruntime cannot fold away by itself.
+"""Make an exported bundle fast: decoder graph surgery and stored memory statistics.
 
-Two rewrites, both applied to an existing graph, so a shipped bundle can be fixed
-without its training checkpoint:
+Decoder: two rewrites of what onnxruntime cannot fold away by itself, both applied to
+an existing graph, so a shipped bundle can be fixed without its training checkpoint:
 
 * per-layer cache: the stacked `past_k/past_v/cross_k/cross_v/visual_gain` inputs
   (L, B, ...) are sliced by layer at the top of the graph and `present_*` are
@@ -12,12 +12,15 @@ without its training checkpoint:
   values (batch 1) then serve all of its beam and sample rows.
 * int8 output head: dynamic quantization leaves a tied head as
   DequantizeLinear(int8 embedding) -> Transpose -> MatMul, which onnxruntime runs every
-  step (a 3.6 MB fp32 matrix rebuilt and multiplied per token). It becomes one
-  com.microsoft MatMulNBits (8 bits, the same int8 values and scale, activations
-  quantized per row), so no step dequantizes it.
+  step (a 3.6 MB fp32 matrix rebuilt and multiplied per token). It becomes an integer
+  matmul on the same int8 values and scale, like every other int8 layer, so no step
+  dequantizes it.
 
-`python -m export.optimize_decoder BUNDLE_DIR` rewrites the bundle's decoder.onnx in
-place and rewrites its manifest (hashes) through edgecap.bundle.write_manifest.
+Memory: the CIDEr-D document frequencies of the memory's captions are stored in
+memory.npz (edgecap/memory.py), instead of being rebuilt at every load.
+
+`python -m export.optimize BUNDLE_DIR` does both in place and rewrites the manifest
+(hashes) through edgecap.bundle.write_manifest.
 """
 from __future__ import annotations
 
@@ -33,7 +36,6 @@ LAYERED_INPUTS = ("past_k", "past_v", "cross_k", "cross_v", "visual_gain")
 LAYERED_OUTPUTS = ("present_k", "present_v", "visual_attention")
 VISUAL_INPUTS = ("cross_k", "cross_v")
 BROADCAST_KEY = "edgecap.visual_broadcast"  # metadata: cross_k_*/cross_v_* may have batch 1
-NBITS_BLOCK = 64
 
 
 def _scalar_index(graph: onnx.GraphProto, name: str) -> int | None:
@@ -129,15 +131,44 @@ def split_layers(model: onnx.ModelProto) -> bool:
     del g.output[:]
     g.output.extend(new_outputs)
     _drop_unused_initializers(model)
-    set_metadata(model, BROADCAST_KEY, "1")
+    if _broadcasts_visual(model):
+        set_metadata(model, BROADCAST_KEY, "1")
     return True
 
 
-def int8_head(model: onnx.ModelProto) -> int:
-    """Replace every MatMul(x, [Transpose](DequantizeLinear(int8/uint8 constant))) by MatMulNBits.
+def _broadcasts_visual(model: onnx.ModelProto, rows: int = 3) -> bool:
+    """Whether one image's visual keys/values (batch 1) give the same step as repeating them per row."""
+    import onnxruntime as ort
 
-    Only per-tensor quantized constants with K a multiple of the block are rewritten;
-    returns how many were.
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feeds = [{}, {}]
+    for spec in session.get_inputs():
+        dims = [d if isinstance(d, int) else 2 for d in spec.shape]
+        if spec.name == "input_ids":
+            value = rng.integers(4, 8, size=(rows, 1)).astype(np.int64)
+        elif spec.name.startswith(VISUAL_INPUTS):
+            one = rng.standard_normal([1, *dims[1:]]).astype(np.float32)
+            feeds[0][spec.name], feeds[1][spec.name] = one, np.repeat(one, rows, axis=0)
+            continue
+        else:
+            value = rng.uniform(0.5, 1.5, size=[rows, *dims[1:]]).astype(np.float32)
+        feeds[0][spec.name] = feeds[1][spec.name] = value
+    try:
+        one, repeated = (session.run(None, f) for f in feeds)
+    except Exception:  # noqa: BLE001 - a graph that cannot broadcast simply fails here
+        return False
+    return all(np.allclose(a, b, rtol=1e-5, atol=1e-5) for a, b in zip(one, repeated))
+
+
+def int8_head(model: onnx.ModelProto) -> int:
+    """Replace every MatMul(x, [Transpose](DequantizeLinear(8-bit constant))) by an integer matmul.
+
+    The new pattern is the one onnxruntime's own dynamic quantization writes
+    (DynamicQuantizeLinear -> MatMulInteger -> Cast -> Mul, fused at load into one
+    DynamicQuantizeMatMul), so it runs wherever the other int8 layers run. The weight
+    is stored once more, transposed, because a tied embedding still gathers rows of
+    the original. Only per-tensor constants are rewritten; returns how many were.
     """
     g = model.graph
     init = {i.name: i for i in g.initializer}
@@ -153,38 +184,33 @@ def int8_head(model: onnx.ModelProto) -> int:
         dq = producers.get(src.input[0]) if transposed else src
         if dq is None or dq.op_type != "DequantizeLinear" or not all(i in init for i in dq.input[:3]):
             continue
-        if transposed and [a.ints for a in src.attribute if a.name == "perm"] not in ([], [[1, 0]]):
+        if transposed and [list(a.ints) for a in src.attribute if a.name == "perm"] not in ([], [[1, 0]]):
             continue
         q = numpy_helper.to_array(init[dq.input[0]])
         scale, zero = (numpy_helper.to_array(init[i]) for i in dq.input[1:3])
         if q.ndim != 2 or scale.size != 1 or zero.size != 1:
             continue
-        # MatMulNBits wants B as (N, K) unsigned, zero point included: (int8 + 128) keeps the values exact.
-        nk = q if transposed else q.T
-        shift = 128 if q.dtype == np.int8 else 0
-        n, k = nk.shape
-        if k % NBITS_BLOCK:
-            continue
-        blocks = k // NBITS_BLOCK
-        b = (nk.astype(np.int16) + shift).astype(np.uint8).reshape(n, blocks, NBITS_BLOCK)
-        base = f"{mm.output[0]}_nbits"
-        g.initializer.extend([
-            numpy_helper.from_array(np.ascontiguousarray(b), base + "_B"),
-            numpy_helper.from_array(np.full(n * blocks, float(scale), np.float32), base + "_scales"),
-            numpy_helper.from_array(np.full(n * blocks, int(zero) + shift, np.uint8), base + "_zero_points")])
-        node = helper.make_node("MatMulNBits", [mm.input[0], base + "_B", base + "_scales", base + "_zero_points"],
-                                list(mm.output), name=base, domain="com.microsoft", K=k, N=n, bits=8,
-                                block_size=NBITS_BLOCK, accuracy_level=4)
-        g.node.insert(list(g.node).index(mm), node)
+        base = f"{mm.output[0]}_int8"
+        weight = np.ascontiguousarray(q.T if transposed else q)  # (K, N)
+        g.initializer.append(numpy_helper.from_array(weight, base + "_weight"))
+        new = [helper.make_node("DynamicQuantizeLinear", [mm.input[0]], [base + "_x", base + "_x_scale",
+                                                                        base + "_x_zero"], name=base + "_quantize"),
+               helper.make_node("MatMulInteger", [base + "_x", base + "_weight", base + "_x_zero", dq.input[2]],
+                                [base + "_int32"], name=base + "_matmul"),
+               helper.make_node("Cast", [base + "_int32"], [base + "_float"], name=base + "_cast",
+                                to=onnx.TensorProto.FLOAT),
+               helper.make_node("Mul", [base + "_x_scale", dq.input[1]], [base + "_scale"], name=base + "_scales"),
+               helper.make_node("Mul", [base + "_float", base + "_scale"], list(mm.output), name=base + "_rescale")]
+        at = list(g.node).index(mm)
         g.node.remove(mm)
+        for offset, node in enumerate(new):
+            g.node.insert(at + offset, node)
         for dead in ([src, dq] if transposed else [dq]):
             consumers[dead.output[0]] -= 1
             if consumers[dead.output[0]] == 0 and dead in g.node:
                 g.node.remove(dead)
         done += 1
     if done:
-        if not any(o.domain == "com.microsoft" for o in model.opset_import):
-            model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
         _drop_unused_initializers(model)
     return done
 
@@ -215,23 +241,29 @@ def optimize_decoder(src: Path, dst: Path) -> dict[str, int | bool]:
 
 def optimize_bundle(bundle_dir: Path) -> dict[str, int | bool]:
     from edgecap.bundle import load_bundle, write_manifest
+    from edgecap.memory import CaptionMemory, MemorySettings
 
     bundle = load_bundle(bundle_dir)
     path = bundle.path / bundle.files["decoder"]
     report = optimize_decoder(path, path)
     manifest = {k: v for k, v in bundle.manifest.items() if k not in ("sha256", "format", "format_version")}
     quant = dict(manifest.get("quantization", {}))
-    if report["int8_heads"] and "head" not in quant.get("decoder", ""):
-        quant["decoder"] = quant.get("decoder", "") + "; output head int8 MatMulNBits (export/optimize_decoder.py)"
+    if report["int8_heads"] and "output head" not in quant.get("decoder", ""):
+        quant["decoder"] = quant.get("decoder", "") + "; int8 output head, per-layer cache (export/optimize.py)"
     manifest["quantization"] = quant
+    if "memory" in bundle.files:
+        memory_path = bundle.path / bundle.files["memory"]
+        memory = CaptionMemory.from_bytes(memory_path.read_bytes(), MemorySettings.from_dict(manifest.get("memory", {})))
+        memory_path.write_bytes(memory.to_bytes())
+        report["memory_statistics"] = len(memory.cider.df)
     write_manifest(bundle.path, manifest)
     load_bundle(bundle.path)
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.optimize_decoder", description=__doc__.splitlines()[0])
-    parser.add_argument("bundle", type=Path, help="bundle folder whose decoder.onnx is rewritten in place")
+    parser = argparse.ArgumentParser(prog="python -m export.optimize", description=__doc__.splitlines()[0])
+    parser.add_argument("bundle", type=Path, help="bundle folder, rewritten in place")
     args = parser.parse_args(argv)
     print(json.dumps(optimize_bundle(args.bundle)))
     return 0
