@@ -51,20 +51,31 @@ KEYS = {
 
 
 def run_compare(captioner, paths: list[Path], args) -> dict:
+    """bench/compare.py in a child process; the optimum part may run under another interpreter
+    ($EDGECAP_OPTIMUM_PYTHON), since optimum's onnxruntime package pins an older transformers."""
     if not COMPARE_SCRIPT.exists():
         return {"skipped": f"{COMPARE_SCRIPT} is missing: --compare runs from a source checkout"}
+    photos = [str(p) for p in paths[:args.compare_photos]]
+    report = _compare_child(sys.executable, captioner.bundle.path, photos, skip="")
+    other = os.environ.get("EDGECAP_OPTIMUM_PYTHON")
+    if other and "skipped" in report.get("optimum", {}):
+        optimum = _compare_child(other, captioner.bundle.path, photos, skip="edgecap,torch,plain").get("optimum")
+        if optimum:
+            report["optimum"] = {**optimum, "python": other}
+    report["ratios"] = ratios(report)
+    return report
+
+
+def _compare_child(python: str, model: Path, photos: list[str], skip: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "compare.json"
-        cmd = [sys.executable, str(COMPARE_SCRIPT), "--model", str(captioner.bundle.path), "--json", str(out),
-               *map(str, paths[:args.compare_photos])]
+        cmd = [python, str(COMPARE_SCRIPT), "--model", str(model), "--json", str(out), "--skip", skip, *photos]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
         done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
         if not out.exists():
             last = done.stderr.strip().splitlines()[-1:] or ["no output"]
             return {"skipped": f"bench/compare.py failed: {last[0]}"}
-        report = json.loads(out.read_text())
-    report["ratios"] = ratios(report)
-    return report
+        return json.loads(out.read_text())
 
 
 def ratios(c: dict) -> dict:
