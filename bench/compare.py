@@ -166,10 +166,12 @@ def build_ved_checkpoint(folder: Path) -> dict:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     transformers.ViTImageProcessor(size={"height": 224, "width": 224}).save_pretrained(folder)
-    return {"parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1), "eos": eos}
+    return {"what": "ViT-GPT2 VisionEncoderDecoder from configs (ViT 6x384, GPT2 4x384), random weights",
+            "parameters_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 1)}
 
 
-def optimum_vs_edgecap(images, work: Path) -> dict:
+def optimum_timings(images, checkpoint: Path, work: Path) -> dict:
+    """optimum ORTModelForVision2Seq fp32 and dynamic int8 on the checkpoint."""
     import torch
     from optimum.onnxruntime import ORTModelForVision2Seq, ORTQuantizer
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
@@ -177,17 +179,13 @@ def optimum_vs_edgecap(images, work: Path) -> dict:
 
     import onnxruntime as ort
 
-    from export.convert import convert
-
     torch.set_num_threads(1)
-    source = work / "checkpoint"
-    info = build_ved_checkpoint(source)
-    processor = ViTImageProcessor.from_pretrained(source)
+    processor = ViTImageProcessor.from_pretrained(checkpoint)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     fp32_dir = work / "optimum-fp32"
-    model = ORTModelForVision2Seq.from_pretrained(source, export=True, session_options=opts, use_cache=True)
+    model = ORTModelForVision2Seq.from_pretrained(checkpoint, export=True, session_options=opts, use_cache=True)
     model.save_pretrained(fp32_dir)
     int8_dir = work / "optimum-int8"
     qconfig = AutoQuantizationConfig.avx2(is_static=False, per_channel=True)
@@ -210,15 +208,23 @@ def optimum_vs_edgecap(images, work: Path) -> dict:
                        num_beams=1)
         run(images[0])
         return run
-    out = {"checkpoint": f"ViT-GPT2 VisionEncoderDecoder from configs, {info['parameters_m']} M parameters, "
-                         "random weights"}
+    import optimum.version
+
+    out = {"optimum": optimum.version.__version__}
     out.update(both("optimum_fp32", timed(hf_run(model), images)))
     out.update(both("optimum_int8", timed(hf_run(int8), images)))
+    return out
+
+
+def converted_timings(images, checkpoint: Path, work: Path) -> dict:
+    """edgecap bundles of the checkpoint from `python -m export convert` (fp32 and --int8)."""
+    from export.convert import convert
+
+    out = {}
     for label, int8_flag in (("fp32", False), ("int8", True)):
         bundle = work / f"edgecap-{label}"
-        convert(source, bundle, int8=int8_flag)
-        cap = Captioner.load(bundle, threads=1)
-        forced = edgecap_forced(cap, images)
+        convert(checkpoint, bundle, int8=int8_flag)
+        forced = edgecap_forced(Captioner.load(bundle, threads=1), images)
         out[f"edgecap_{label}_ms"], out[f"edgecap_{label}_cpu_ms"] = forced["caption_ms"], forced["caption_cpu_ms"]
     return out
 
@@ -228,7 +234,10 @@ def main(argv=None) -> int:
     parser.add_argument("photos", nargs="+", type=Path)
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--json", type=Path, required=True)
-    parser.add_argument("--skip", default="", help="comma list of parts to skip: torch, plain, optimum")
+    parser.add_argument("--skip", default="", help="comma list of parts to skip: edgecap, torch, plain, "
+                                                   "converted, optimum")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="the ViT-GPT2 checkpoint folder (built there when missing)")
     args = parser.parse_args(argv)
     images = [read_image(p) for p in args.photos]
     captioner = Captioner.load(args.model, threads=1)
@@ -252,7 +261,11 @@ def main(argv=None) -> int:
     part("torch", torch_eager, captioner, images)
     part("plain", plain_onnxruntime, captioner, images)
     with tempfile.TemporaryDirectory() as tmp:
-        part("optimum", optimum_vs_edgecap, images, Path(tmp))
+        checkpoint = args.checkpoint or Path(tmp) / "checkpoint"
+        if not {"converted", "optimum"} <= skip and not (checkpoint / "config.json").exists():
+            part("checkpoint", build_ved_checkpoint, checkpoint)
+        part("converted", converted_timings, images, checkpoint, Path(tmp))
+        part("optimum", optimum_timings, images, checkpoint, Path(tmp))
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 

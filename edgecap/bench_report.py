@@ -56,20 +56,24 @@ def run_compare(captioner, paths: list[Path], args) -> dict:
     if not COMPARE_SCRIPT.exists():
         return {"skipped": f"{COMPARE_SCRIPT} is missing: --compare runs from a source checkout"}
     photos = [str(p) for p in paths[:args.compare_photos]]
-    report = _compare_child(sys.executable, captioner.bundle.path, photos, skip="")
-    other = os.environ.get("EDGECAP_OPTIMUM_PYTHON")
-    if other and "skipped" in report.get("optimum", {}):
-        optimum = _compare_child(other, captioner.bundle.path, photos, skip="edgecap,torch,plain").get("optimum")
-        if optimum:
-            report["optimum"] = {**optimum, "python": other}
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = Path(tmp) / "checkpoint"
+        report = _compare_child(sys.executable, captioner.bundle.path, photos, "", checkpoint)
+        other = os.environ.get("EDGECAP_OPTIMUM_PYTHON")
+        if other and "skipped" in report.get("optimum", {"skipped": ""}):
+            optimum = _compare_child(other, captioner.bundle.path, photos, "edgecap,torch,plain,converted",
+                                     checkpoint).get("optimum")
+            if optimum:
+                report["optimum"] = {**optimum, "python": other}
     report["ratios"] = ratios(report)
     return report
 
 
-def _compare_child(python: str, model: Path, photos: list[str], skip: str) -> dict:
+def _compare_child(python: str, model: Path, photos: list[str], skip: str, checkpoint: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "compare.json"
-        cmd = [python, str(COMPARE_SCRIPT), "--model", str(model), "--json", str(out), "--skip", skip, *photos]
+        cmd = [python, str(COMPARE_SCRIPT), "--model", str(model), "--json", str(out), "--skip", skip,
+               "--checkpoint", str(checkpoint), *photos]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
         done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
         if not out.exists():
@@ -90,8 +94,8 @@ def ratios(c: dict) -> dict:
     ratio("speedup_vs_torch", "torch", "caption", "caption", "edgecap")
     ratio("speedup_vs_torch_encoder", "torch", "encoder", "encoder", "edgecap")
     ratio("speedup_vs_plain_onnxruntime", "plain", "caption", "caption", "edgecap")
-    ratio("speedup_vs_optimum", "optimum", "optimum_int8", "edgecap_int8")
-    ratio("speedup_vs_optimum_fp32", "optimum", "optimum_fp32", "edgecap_fp32")
+    ratio("speedup_vs_optimum", "optimum", "optimum_int8", "edgecap_int8", "converted")
+    ratio("speedup_vs_optimum_fp32", "optimum", "optimum_fp32", "edgecap_fp32", "converted")
     return out
 
 
@@ -161,9 +165,9 @@ def comparison_rows(c: dict) -> list[tuple[str, str]]:
                              ("PyTorch eager, same architecture", "torch", "caption_ms"),
                              ("plain onnxruntime loop, same graphs", "plain", "caption_ms"),
                              ("optimum ORTModelForVision2Seq fp32 (ViT-GPT2)", "optimum", "optimum_fp32_ms"),
-                             ("edgecap bundle of that checkpoint, fp32", "optimum", "edgecap_fp32_ms"),
+                             ("edgecap bundle of that checkpoint, fp32", "converted", "edgecap_fp32_ms"),
                              ("optimum ORTModelForVision2Seq int8 (ViT-GPT2)", "optimum", "optimum_int8_ms"),
-                             ("edgecap bundle of that checkpoint, int8", "optimum", "edgecap_int8_ms")):
+                             ("edgecap bundle of that checkpoint, int8", "converted", "edgecap_int8_ms")):
         value = c.get(part, {}).get(key)
         if value is not None:
             rows.append((label, f"{value:.2f}"))

@@ -188,14 +188,24 @@ def int8_head(model: onnx.ModelProto) -> int:
             continue
         q = numpy_helper.to_array(init[dq.input[0]])
         scale, zero = (numpy_helper.to_array(init[i]) for i in dq.input[1:3])
-        if q.ndim != 2 or scale.size != 1 or zero.size != 1:
+        if q.ndim != 2 or scale.shape != zero.shape:
             continue
+        if scale.size > 1:  # per-channel: only per output column (what a tied head quantized per row is)
+            axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+            if scale.ndim != 1 or axis % 2 != (0 if transposed else 1):
+                continue
         base = f"{mm.output[0]}_int8"
         weight = np.ascontiguousarray(q.T if transposed else q)  # (K, N)
+        zero_name = dq.input[2]
+        if weight.dtype == np.int8:
+            # uint8 x int8 products saturate in AVX2's 16-bit pair sums; shifted to uint8 they cannot
+            weight = (weight.astype(np.int16) + 128).astype(np.uint8)
+            zero_name = base + "_weight_zero"
+            g.initializer.append(numpy_helper.from_array((zero.astype(np.int16) + 128).astype(np.uint8), zero_name))
         g.initializer.append(numpy_helper.from_array(weight, base + "_weight"))
         new = [helper.make_node("DynamicQuantizeLinear", [mm.input[0]], [base + "_x", base + "_x_scale",
                                                                         base + "_x_zero"], name=base + "_quantize"),
-               helper.make_node("MatMulInteger", [base + "_x", base + "_weight", base + "_x_zero", dq.input[2]],
+               helper.make_node("MatMulInteger", [base + "_x", base + "_weight", base + "_x_zero", zero_name],
                                 [base + "_int32"], name=base + "_matmul"),
                helper.make_node("Cast", [base + "_int32"], [base + "_float"], name=base + "_cast",
                                 to=onnx.TensorProto.FLOAT),
