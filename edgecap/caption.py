@@ -177,6 +177,12 @@ def describer_for(captioner) -> Describer:
     return Describer.for_captioner(captioner)
 
 
+def perceive(captioner, rgb: np.ndarray, pooled: np.ndarray | None = None):
+    """The perception step alone (edgecap bench times it as a stage); None without detectors."""
+    describer = describer_for(captioner)
+    return describer.perceiver.perceive(as_rgb(rgb), pooled) if describer.perceiver else None
+
+
 def describe_scene(captioner, rgb: np.ndarray, features, options: DecodingOptions):
     """Narration's hook: the spoken decision for one steady frame and its features."""
     if not hasattr(captioner, "bundle"):  # a stand-in captioner (tests) speaks its own caption

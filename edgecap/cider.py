@@ -23,16 +23,35 @@ def ngrams(words: list[str], n: int) -> Counter:
 
 
 class CiderD:
-    def __init__(self, references: list[list[str]], sigma: float = 6.0, end_token: bool = True):
+    """CIDEr-D against a fixed corpus of reference sets.
+
+    `df` (n-gram -> number of reference sets holding it) may be passed in when it was
+    computed before (a bundle stores its memory's; see `document_frequencies`): the
+    references are then only tokenized when they are scored against.
+    """
+
+    def __init__(self, references: list[list[str]], sigma: float = 6.0, end_token: bool = True,
+                 df: dict[tuple[str, ...], int] | None = None):
         self.sigma = sigma
         self.end = [END] if end_token else []
-        self._tokenized = [[[*caption_words(r), *self.end] for r in refs] for refs in references]
-        df: Counter = Counter()
-        for refs in self._tokenized:
-            df.update({g for r in refs for n in range(1, 5) for g in ngrams(r, n)})
+        self._references = references
+        self._tokenized: dict[int, list[list[str]]] = {}
+        if df is None:
+            counts: Counter = Counter()
+            for i in range(len(references)):
+                counts.update({g for r in self._words(i) for n in range(1, 5) for g in ngrams(r, n)})
+            df = counts
         self.df = df
         self.log_docs = math.log(float(max(len(references), 1)))
         self._refs: dict[int, list] = {}  # vectorised on first use: loading stays cheap
+
+    def _words(self, index: int) -> list[list[str]]:
+        if index not in self._tokenized:
+            self._tokenized[index] = [[*caption_words(r), *self.end] for r in self._references[index]]
+        return self._tokenized[index]
+
+    def document_frequencies(self) -> dict[tuple[str, ...], int]:
+        return dict(self.df)
 
     def _vector(self, words: list[str]):
         vecs, norms = [], []
@@ -48,7 +67,7 @@ class CiderD:
 
     def reference_vectors(self, index: int) -> list:
         if index not in self._refs:
-            self._refs[index] = [self._vector(r) for r in self._tokenized[index]]
+            self._refs[index] = [self._vector(r) for r in self._words(index)]
         return self._refs[index]
 
     def score(self, caption: str, index: int) -> float:

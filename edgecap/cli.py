@@ -113,11 +113,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_decoding_args(p)
     p.set_defaults(func=cmd_caption)
 
-    p = sub.add_parser("bench", help="time each stage of captioning")
+    p = sub.add_parser("bench", help="time each stage of captioning, against its floor (and other runtimes)")
     p.add_argument("paths", nargs="*", help="photos (default: the bundled example photos)")
-    p.add_argument("--runs", type=int, default=20)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--images", type=Path, default=None, help="a folder of photos to time")
+    p.add_argument("--limit", type=int, default=20, help="at most this many photos")
+    p.add_argument("--runs", type=int, default=3, help="passes over the photos")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--compare", action="store_true",
+                   help="also PyTorch eager, plain onnxruntime and optimum (needs edgecap[export]); "
+                        "writes docs/performance.md")
+    p.add_argument("--compare-photos", type=int, default=8, help="photos for --compare")
+    p.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help="write the JSON report to FILE (no FILE: print it)")
     add_model_args(p)
     add_decoding_args(p)
     p.set_defaults(func=cmd_bench)

@@ -1,12 +1,18 @@
 """The one decode loop: greedy, beam search and sampling, with SPARC between steps.
 
 Every architecture an edgecap bundle can hold exposes the same step function (see
-`StepModel`), so this loop never branches on the model family. Work per step is
-vectorised over all rows (images x beams); Python only touches the few beam
-candidates of each image.
+`StepModel`), so this loop never branches on the model family. One loop decodes one
+image's whole candidate pool (the beam or single main row, plus optional greedy and
+sampled rows): the first step runs once for all rows, a row that has finished is
+dropped from the next step, and running out of length ends the live hypotheses
+without another model run. Each image has its own loop and its own random stream,
+so its words never depend on the other images of a batch (int8 activations are
+quantized over all rows of a step, and a shared stream would hand out different
+draws by position).
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -80,6 +86,15 @@ class Decoded:
     selected_tokens: int = 0  # visual tokens SPARC selected at least once
 
 
+@dataclass(frozen=True)
+class Pool:
+    """Rows decoded for one image besides the main decode (beam, greedy or sample)."""
+
+    greedy: bool = False  # one more greedy row (meaningful when the main decode is a beam)
+    samples: int = 0  # sampled rows at `temperature`
+    temperature: float = 0.7
+
+
 @dataclass
 class _Beams:
     """Finished hypotheses of one image."""
@@ -107,16 +122,16 @@ def _banned_ngram_tokens(history: list[int], n: int) -> list[int]:
 
 
 class _Processor:
-    """Logit rules applied to every row before choosing tokens."""
+    """Logit rules applied to every live row before choosing tokens."""
 
     def __init__(self, options: DecodingOptions, tokens: TokenSpec, rows: int, vocab: int):
         self.o, self.t = options, tokens
-        self.seen = np.zeros((rows, vocab), dtype=bool)
+        self.seen = np.zeros((rows, vocab), dtype=bool) if options.repetition_penalty != 1.0 else None
         self.always_banned = sorted(i for i in set(tokens.suppress_ids) if i != tokens.eos_id and 0 <= i < vocab)
 
     def __call__(self, logits: np.ndarray, step: int, history: list[list[int]]) -> np.ndarray:
         logits = logits.astype(np.float32, copy=True)
-        if self.o.repetition_penalty != 1.0:
+        if self.seen is not None:
             p = np.float32(self.o.repetition_penalty)
             logits = np.where(self.seen, np.where(logits > 0, logits / p, logits * p), logits)
         logits[:, self.always_banned] = NEG_INF
@@ -129,21 +144,24 @@ class _Processor:
                     logits[row, banned] = NEG_INF
         return logits
 
-    def reorder(self, index: np.ndarray):
-        self.seen = self.seen[index]
+    def take(self, index: np.ndarray):
+        if self.seen is not None:
+            self.seen = self.seen[index]
 
     def record(self, next_tokens: np.ndarray):
-        self.seen[np.arange(len(next_tokens)), next_tokens] = True
+        if self.seen is not None:
+            self.seen[np.arange(len(next_tokens)), next_tokens] = True
 
 
-def _sample(logprobs: np.ndarray, options: DecodingOptions, rng: np.random.Generator) -> np.ndarray:
-    scaled = logprobs / options.temperature
+def _sample(logprobs: np.ndarray, temperature: np.ndarray, top_p: float, rng: np.random.Generator) -> np.ndarray:
+    """One token per row at that row's temperature (rows, vocab) -> (rows,)."""
+    scaled = logprobs / temperature[:, None]
     probs = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
     probs /= probs.sum(axis=-1, keepdims=True)
-    if options.top_p < 1.0:
+    if top_p < 1.0:
         order = np.argsort(-probs, axis=-1)
         sorted_p = np.take_along_axis(probs, order, axis=-1)
-        keep_sorted = np.cumsum(sorted_p, axis=-1) - sorted_p < options.top_p  # always keeps the top token
+        keep_sorted = np.cumsum(sorted_p, axis=-1) - sorted_p < top_p  # always keeps the top token
         keep = np.zeros_like(keep_sorted)
         np.put_along_axis(keep, order, keep_sorted, axis=-1)
         probs = np.where(keep, probs, 0.0)
@@ -153,115 +171,166 @@ def _sample(logprobs: np.ndarray, options: DecodingOptions, rng: np.random.Gener
     return np.minimum((cumulative < draws).sum(axis=-1), probs.shape[1] - 1)
 
 
-def decode(model: StepModel, visual: Any, n_images: int, n_visual: int, tokens: TokenSpec,
-           options: DecodingOptions, calibration: CalibrationSpec | None) -> list[Decoded]:
-    """Caption token ids for each image (prompt and EOS removed)."""
-    k = options.beam_size
-    rows = n_images * k
-    visual_rows = model.start(visual, k)
-    cache = model.empty_cache(rows)
-    prompt = np.tile(np.asarray(tokens.prompt_ids, dtype=np.int64), (rows, 1))
-    input_ids = prompt
-    history: list[list[int]] = [[] for _ in range(rows)]
-    beam_logprob = np.zeros(rows, dtype=np.float64)
-    if k > 1:  # only the first beam of each image is live before the first split
-        beam_logprob.reshape(n_images, k)[:, 1:] = -np.inf
-    finished = [_Beams() for _ in range(n_images)]
-    image_done = np.zeros(n_images, dtype=bool)
-    row_done = np.zeros(rows, dtype=bool)
-    rng = np.random.default_rng(options.seed)
-    processor: _Processor | None = None
+def image_seed(image_id: int | np.ndarray, seed: int | None) -> np.random.SeedSequence:
+    """One image's random stream, from its own id (a pixel hash, or an array hashed here) and the
+    user's seed; never from its position in a batch."""
+    if not isinstance(image_id, (int, np.integer)):
+        image_id = int.from_bytes(hashlib.blake2b(np.ascontiguousarray(image_id).tobytes(),
+                                                  digest_size=8).digest(), "little")
+    return np.random.SeedSequence([0 if seed is None else int(seed), int(image_id)])
 
-    ones = np.ones((rows, n_visual), dtype=np.float32)
-    state = SparcState()
+
+def decode(model: StepModel, visual: Any, n_images: int, n_visual: int, tokens: TokenSpec,
+           options: DecodingOptions, calibration: CalibrationSpec | None,
+           seeds: list[np.random.SeedSequence] | None = None) -> list[Decoded]:
+    """Caption token ids for each image (prompt and EOS removed); one loop per image."""
+    return [decode_pool(model, visual.take(slice(i, i + 1)), n_visual, tokens, options, calibration, Pool(),
+                        None if seeds is None else seeds[i])[0] for i in range(n_images)]
+
+
+def decode_pool(model: StepModel, visual: Any, n_visual: int, tokens: TokenSpec, options: DecodingOptions,
+                calibration: CalibrationSpec | None, pool: Pool = Pool(),
+                seed: np.random.SeedSequence | int | None = None) -> list[Decoded]:
+    """One image's candidates in one loop: [main decode, greedy row?, samples...].
+
+    The main decode is a beam of options.beam_size rows, or one row that is greedy or
+    sampled at options.temperature. All rows share the logit rules of `options`.
+    """
+    if options.max_length <= 0:
+        return [Decoded(tokens=[], logprob=0.0) for _ in range(1 + pool.greedy + pool.samples)]
+    k = options.beam_size
+    beam_rows = k if k > 1 else 0
+    temps = ([] if k > 1 else [options.temperature]) + [0.0] * pool.greedy + [pool.temperature] * pool.samples
+    n_rows = beam_rows + len(temps)
+    # slot of each row in the result: 0 is the main decode
+    slot = np.concatenate([np.zeros(beam_rows, np.int64), np.arange(len(temps)) + (1 if k > 1 else 0)])
+    temperature = np.concatenate([np.zeros(beam_rows), np.asarray(temps, dtype=np.float64)])
+    beams = _Beams()
+    results: list[Decoded | None] = [None] * (1 + pool.greedy + pool.samples)
+    rng = np.random.default_rng(seed)
+
+    layer_on = None
     if calibration is not None:
         selection = calibration.resolve_selection_layer(model.n_layers)
         layer_on = np.asarray(calibration.layer_mask(model.n_layers))[:, None, None]
-    gain = np.broadcast_to(ones, (model.n_layers, rows, n_visual))
+    state = SparcState()
 
-    for step in range(options.max_length + 1):
+    # Step 0: every row starts from the same prompt, so it runs once and is copied.
+    prompt = np.asarray(tokens.prompt_ids, dtype=np.int64)[None]
+    gain = np.ones((model.n_layers, 1, n_visual), dtype=np.float32)
+    logits, cache, attention = model.step(prompt, model.empty_cache(1), model.start(visual, 1), gain)
+    live = np.arange(n_rows)  # result rows still decoding, in cache order
+    first = np.zeros(n_rows, dtype=np.int64)
+    cache = model.reorder_cache(cache, first)
+    logits = logits[first]
+    if calibration is not None:
+        state = sparc_update(state, attention[selection][first], calibration)
+    visual_rows = {}
+    history: list[list[int]] = [[] for _ in range(n_rows)]
+    logprob = np.zeros(n_rows, dtype=np.float64)
+    if beam_rows:  # only the first beam is live before the first split
+        logprob[1:beam_rows] = -np.inf
+    processor = _Processor(options, tokens, n_rows, logits.shape[-1])
+
+    def finish(position: int, text: list[int], score: float):
+        s = int(slot[live[position]])
+        counts = state.counts[position] if state.counts is not None else None
+        results[s] = Decoded(tokens=text, logprob=float(score),
+                             selected_tokens=int((counts > 0).sum()) if counts is not None else 0)
+
+    step = 0
+    while True:
+        logprobs = _log_softmax(processor(logits, step, history))
+        keep = np.ones(len(live), dtype=bool)
+        order = np.arange(len(live))
+        next_tokens = np.full(len(live), tokens.eos_id, dtype=np.int64)
+        n_beam = beam_rows if results[0] is None and beam_rows else 0
+        if n_beam:
+            b_order, b_tokens, done = _beam_step(logprobs[:n_beam], logprob[:n_beam], history[:n_beam], beams, k,
+                                                 tokens.eos_id, options.length_penalty)
+            order[:n_beam], next_tokens[:n_beam] = b_order, b_tokens
+            if done:
+                finish(0, *beams.best())
+                keep[:n_beam] = False
+        single = np.arange(n_beam, len(live))
+        if len(single):
+            t = temperature[live[single]]
+            chosen = logprobs[single].argmax(axis=-1)
+            hot = t > 0
+            if hot.any():
+                chosen[hot] = _sample(logprobs[single[hot]], t[hot], options.top_p, rng)
+            next_tokens[single] = chosen
+            for pos, token in zip(single, chosen):
+                if token == tokens.eos_id:
+                    finish(pos, history[pos], logprob[pos])
+                    keep[pos] = False
+                else:
+                    logprob[pos] += logprobs[pos, token]
+        step += 1
+        if not keep.any():
+            break
+        index = order[keep]
+        next_tokens = next_tokens[keep]
+        history = [history[i] + [int(t)] for i, t in zip(index, next_tokens)]
+        logprob = logprob[keep]  # beam scores were written to their new positions by _beam_step
+        live = live[keep]
+        moved = len(index) != len(keep) or not np.array_equal(index, np.arange(len(index)))
+        if moved and state.ema is not None:
+            state = state.reorder(index)
+        if step == options.max_length:  # out of length: every live hypothesis ends here, without a model run
+            n_beam = int((slot[live] == 0).sum()) if beam_rows else 0
+            for pos in range(n_beam):
+                if np.isfinite(logprob[pos]):
+                    beams.add(history[pos], logprob[pos], options.length_penalty)
+            if n_beam:
+                finish(0, *beams.best())
+            for pos in range(n_beam, len(live)):
+                finish(pos, history[pos], logprob[pos])
+            break
+        if moved:
+            cache = model.reorder_cache(cache, index)
+            processor.take(index)
+        processor.record(next_tokens)
         if calibration is not None:
-            gain = np.where(layer_on, state.gain(calibration, ones)[None], np.float32(1)).astype(np.float32)
-        logits, cache, attention = model.step(input_ids, cache, visual_rows, np.ascontiguousarray(gain))
+            gain = np.where(layer_on, state.gain(calibration, np.ones((len(live), n_visual), np.float32))[None],
+                            np.float32(1)).astype(np.float32)
+        elif gain.shape[1] != len(live):  # constant: the same array lets the model skip rebinding it
+            gain = np.ones((model.n_layers, len(live), n_visual), dtype=np.float32)
+        if len(live) not in visual_rows:
+            visual_rows[len(live)] = model.start(visual, len(live))
+        logits, cache, attention = model.step(next_tokens[:, None], cache, visual_rows[len(live)],
+                                              np.ascontiguousarray(gain))
         if calibration is not None:
             state = sparc_update(state, attention[selection], calibration)
-        if processor is None:
-            processor = _Processor(options, tokens, rows, logits.shape[-1])
-        logprobs = _log_softmax(processor(logits, step, history))
-        if step == options.max_length:  # out of length: end every live hypothesis here
-            logprobs[:] = NEG_INF
-            logprobs[:, tokens.eos_id] = 0.0
-
-        if k == 1:
-            if options.temperature > 0:
-                next_tokens = _sample(logprobs, options, rng)
-            else:
-                next_tokens = logprobs.argmax(axis=-1)
-            for row in np.flatnonzero(~row_done):
-                if next_tokens[row] == tokens.eos_id:
-                    row_done[row] = True
-                    finished[row].add(history[row], beam_logprob[row], options.length_penalty)
-                else:
-                    beam_logprob[row] += logprobs[row, next_tokens[row]]
-            image_done = row_done
-            order = np.arange(rows)
-        else:
-            order, next_tokens = _beam_step(logprobs, beam_logprob, history, finished, image_done, k,
-                                            tokens.eos_id, options.length_penalty)
-        if image_done.all():
-            break
-        history = [history[i] + [int(t)] for i, t in zip(order, next_tokens)]
-        if k > 1:
-            cache = model.reorder_cache(cache, order)
-            processor.reorder(order)
-            if calibration is not None:
-                state = state.reorder(order)
-        processor.record(next_tokens)
-        input_ids = next_tokens.astype(np.int64)[:, None]
-
-    results = []
-    for beams in finished:
-        toks, logprob = beams.best() if beams.done else ([], 0.0)
-        results.append(Decoded(tokens=toks, logprob=float(logprob)))
-    if calibration is not None and state.counts is not None:
-        counts = state.counts.reshape(n_images, k, n_visual)[:, 0]
-        for res, c in zip(results, counts):
-            res.selected_tokens = int((c > 0).sum())
-    return results
+    return [r if r is not None else Decoded(tokens=[], logprob=0.0) for r in results]
 
 
-def _beam_step(logprobs, beam_logprob, history, finished, image_done, k, eos_id, length_penalty):
-    """One beam-search step for all images; updates beam_logprob/finished/image_done in place."""
-    rows, vocab = logprobs.shape
-    n_images = rows // k
-    total = (beam_logprob[:, None] + logprobs).reshape(n_images, k * vocab)
-    top = np.argpartition(-total, 2 * k - 1, axis=1)[:, :2 * k]
-    top_scores = np.take_along_axis(total, top, axis=1)
-    ranked = np.take_along_axis(top, np.argsort(-top_scores, axis=1, kind="stable"), axis=1)
-    order = np.arange(rows)
-    next_tokens = np.full(rows, eos_id, dtype=np.int64)
-    for b in range(n_images):
-        if image_done[b]:
+def _beam_step(logprobs, beam_logprob, history, finished, k, eos_id, length_penalty):
+    """One beam-search step of one image: (source row per new row, tokens, done).
+
+    Writes the new beam scores into beam_logprob (in new-row order) and finished
+    hypotheses into `finished`.
+    """
+    vocab = logprobs.shape[1]
+    total = (beam_logprob[:, None] + logprobs).reshape(k * vocab)
+    top = np.argpartition(-total, 2 * k - 1)[:2 * k]
+    ranked = top[np.argsort(-total[top], kind="stable")]
+    order = np.arange(k)
+    next_tokens = np.full(k, eos_id, dtype=np.int64)
+    scores = np.full(k, -np.inf)
+    chosen = 0
+    for rank, flat in enumerate(ranked):
+        beam, token = divmod(int(flat), vocab)
+        score = total[flat]
+        if not np.isfinite(score) or score <= NEG_INF / 2:
             continue
-        chosen = 0
-        for rank, flat in enumerate(ranked[b]):
-            beam, token = divmod(int(flat), vocab)
-            row = b * k + beam
-            score = total[b, flat]
-            if not np.isfinite(score) or score <= NEG_INF / 2:
-                continue
-            if token == eos_id:
-                if rank < k:
-                    finished[b].add(history[row], score, length_penalty)
-                continue
-            target = b * k + chosen
-            order[target], next_tokens[target] = row, token
-            beam_logprob[target] = score
-            chosen += 1
-            if chosen == k:
-                break
-        if len(finished[b].done) >= k or chosen == 0:
-            image_done[b] = True
-        for j in range(chosen, k):  # too few live candidates: park the rest
-            beam_logprob[b * k + j] = -np.inf
-    return order, next_tokens
+        if token == eos_id:
+            if rank < k:
+                finished.add(history[beam], score, length_penalty)
+            continue
+        order[chosen], next_tokens[chosen], scores[chosen] = beam, token, score
+        chosen += 1
+        if chosen == k:
+            break
+    beam_logprob[:] = scores  # too few live candidates: the rest are parked at -inf
+    return order, next_tokens, len(finished.done) >= k or chosen == 0

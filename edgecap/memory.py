@@ -1,7 +1,8 @@
 """Pick among candidate captions by what the model said about similar training photos.
 
 A bundle may carry `memory.npz`: for each training photo, its pooled encoder features
-(reduced by PCA, unit length, fp16) and the bundle's own beam caption of it. Human
+(reduced by PCA, unit length, fp16) and the bundle's own beam caption of it, plus the
+CIDEr-D document frequencies of those captions, so loading does not rebuild them. Human
 captions are never stored. At run time the captioner writes a pool of candidates
 (beam, greedy and a few samples), finds the training photos nearest to the frame, and
 keeps the candidate with the highest CIDEr-D against what it said about them. A
@@ -32,7 +33,7 @@ class MemorySettings:
 
 class CaptionMemory:
     def __init__(self, mean: np.ndarray, basis: np.ndarray, keys: np.ndarray, captions: list[str],
-                 settings: MemorySettings = MemorySettings()):
+                 settings: MemorySettings = MemorySettings(), df: dict[tuple[str, ...], int] | None = None):
         if basis.shape[0] != mean.shape[0] or keys.shape[1] != basis.shape[1] or len(keys) != len(captions):
             raise ValueError(f"inconsistent memory: mean {mean.shape}, basis {basis.shape}, keys {keys.shape}, "
                              f"{len(captions)} captions")
@@ -45,20 +46,27 @@ class CaptionMemory:
         self.keys = keys.astype(np.float32)
         self.captions = captions
         self.settings = settings
-        self.cider = CiderD([[c] for c in captions])  # idf from the memory's own captions
+        self.cider = CiderD([[c] for c in captions], df=df)  # idf from the memory's own captions
 
     @classmethod
     def from_bytes(cls, data: bytes, settings: MemorySettings = MemorySettings()) -> "CaptionMemory":
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
-                return cls(z["mean"], z["basis"], z["keys"], [str(c) for c in z["captions"]], settings)
+                captions = z["captions"].tolist()
+                df = None
+                if "df_ngrams" in z and int(z["df_docs"]) == len(captions):  # stored at export: no rebuild
+                    df = dict(zip(map(tuple, map(str.split, z["df_ngrams"].tolist())), z["df_counts"].tolist()))
+                return cls(z["mean"], z["basis"], z["keys"], captions, settings, df)
         except (OSError, KeyError, ValueError) as exc:
             raise ValueError(f"unreadable {MEMORY_FILE}: {exc}") from None
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
+        df = self.cider.document_frequencies()
         np.savez_compressed(buf, mean=self.mean, basis=self.basis, keys=self.keys.astype(np.float16),
-                            captions=np.asarray(self.captions))
+                            captions=np.asarray(self.captions), df_docs=np.int64(len(self.captions)),
+                            df_ngrams=np.asarray([" ".join(g) for g in df]),
+                            df_counts=np.asarray(list(df.values()), dtype=np.int32))
         return buf.getvalue()
 
     @staticmethod

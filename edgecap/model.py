@@ -14,7 +14,7 @@ import onnxruntime as ort
 
 from edgecap.bundle import Bundle, BundleError, load_bundle
 from edgecap.calibration import CalibrationSpec
-from edgecap.decoding import Decoded, DecodingOptions, decode
+from edgecap.decoding import Decoded, DecodingOptions, Pool, decode_pool, image_seed
 from edgecap.image import EXPOSURE_MESSAGES, as_rgb, exposure_problem, normalize, resize_for_model
 from edgecap.memory import CaptionMemory, MemorySettings
 from edgecap.providers import CPU, create_session, resolve_providers
@@ -23,6 +23,16 @@ from edgecap.tokenizer import CaptionTokenizer
 log = logging.getLogger("edgecap")
 
 DEFAULT_MODEL_NAME = "edgecap-base"
+
+
+def pin_blas_threads(threads: int = 1) -> None:
+    """Hold numpy's BLAS to `threads` even if numpy was loaded before edgecap set OPENBLAS_NUM_THREADS."""
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+    except ImportError:
+        return
+    if any(p.get("user_api") == "blas" and p.get("num_threads", 1) > threads for p in threadpool_info()):
+        threadpool_limits(threads, user_api="blas")
 
 
 def default_model_dir() -> Path:
@@ -38,18 +48,25 @@ class VisualFeatures:
     cross_k: np.ndarray  # (L, B, H, N, hd) per-layer keys of the visual tokens
     cross_v: np.ndarray
     pooled: np.ndarray  # (B, C) mean of the backbone grid: a scene embedding
+    image_ids: np.ndarray | None = None  # (B,) uint64 hash of each model-size image: its random stream
 
     def __len__(self) -> int:
         return self.pooled.shape[0]
 
     def take(self, index) -> "VisualFeatures":
-        return VisualFeatures(self.cross_k[:, index], self.cross_v[:, index], self.pooled[index])
+        ids = None if self.image_ids is None else self.image_ids[index]
+        return VisualFeatures(self.cross_k[:, index], self.cross_v[:, index], self.pooled[index], ids)
+
+    def image_id(self, i: int) -> int | np.ndarray:
+        """What seeds image i's random stream: its pixel hash, else its features."""
+        return int(self.image_ids[i]) if self.image_ids is not None else self.pooled[i]
 
     @staticmethod
     def concat(parts: list["VisualFeatures"]) -> "VisualFeatures":
+        ids = None if any(p.image_ids is None for p in parts) else np.concatenate([p.image_ids for p in parts])
         return VisualFeatures(np.concatenate([p.cross_k for p in parts], axis=1),
                               np.concatenate([p.cross_v for p in parts], axis=1),
-                              np.concatenate([p.pooled for p in parts], axis=0))
+                              np.concatenate([p.pooled for p in parts], axis=0), ids)
 
 
 @dataclass
@@ -67,7 +84,10 @@ class OnnxDecoder:
 
     Present keys/values come back as OrtValues on the provider's device and go straight
     into the next step: no host round trip, no concatenation in Python. Only beam
-    reordering gathers rows.
+    reordering and dropping finished rows gather rows. Graphs rewritten by
+    export/optimize.py have one cache input/output per layer (nothing is
+    split or stacked inside the graph) and let one image's visual keys/values (batch 1)
+    serve all of its rows; stacked graphs (L, B, ...) are still run as exported.
     """
 
     def __init__(self, session: ort.InferenceSession, n_layers: int):
@@ -75,48 +95,102 @@ class OnnxDecoder:
         self.n_layers = n_layers
         self.device = "cuda" if session.get_providers()[0] in ("CUDAExecutionProvider",
                                                                "TensorrtExecutionProvider") else "cpu"
-        past = next(i for i in session.get_inputs() if i.name == "past_k")
-        self.past_shape = past.shape  # (L, B, H, P, hd) with B, P symbolic
+        inputs = {i.name: i for i in session.get_inputs()}
+        self.layered = "past_k_0" in inputs
+        past = inputs["past_k_0" if self.layered else "past_k"]
+        self.past_shape = past.shape if not self.layered else [n_layers, *past.shape]  # (L, B, H, P, hd)
+        meta = session.get_modelmeta().custom_metadata_map
+        self.broadcast_visual = self.layered and meta.get("edgecap.visual_broadcast") == "1"
+        self._binding = session.io_binding()
+        self._bound: dict = {}
+
+    def _value(self, array: np.ndarray):
+        return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device)
 
     def start(self, visual: VisualFeatures, rows_per_image: int):
+        """Visual keys/values bound for rows_per_image rows of each image."""
         k = rows_per_image
+        if self.broadcast_visual and len(visual) == 1:
+            k = 1  # the graph broadcasts one image over its rows
         cross_k = visual.cross_k if k == 1 else np.repeat(visual.cross_k, k, axis=1)
         cross_v = visual.cross_v if k == 1 else np.repeat(visual.cross_v, k, axis=1)
-        return (ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(cross_k), self.device),
-                ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(cross_v), self.device))
+        if self.layered:
+            return ([self._value(c) for c in cross_k], [self._value(c) for c in cross_v])
+        return self._value(cross_k), self._value(cross_v)
 
     def empty_cache(self, rows: int):
         n_layers, _, heads, _, head_dim = self.past_shape
         empty = np.zeros((n_layers, rows, heads, 0, head_dim), dtype=np.float32)
-        return (ort.OrtValue.ortvalue_from_numpy(empty, self.device),
-                ort.OrtValue.ortvalue_from_numpy(empty.copy(), self.device))
+        if self.layered:
+            return ([self._value(e) for e in empty], [self._value(e) for e in empty])
+        return self._value(empty), self._value(empty)
 
     def step(self, input_ids, cache, visual_rows, gain):
-        binding = self.session.io_binding()
-        binding.bind_cpu_input("input_ids", input_ids)
-        binding.bind_ortvalue_input("past_k", cache[0])
-        binding.bind_ortvalue_input("past_v", cache[1])
-        binding.bind_ortvalue_input("cross_k", visual_rows[0])
-        binding.bind_ortvalue_input("cross_v", visual_rows[1])
-        binding.bind_cpu_input("visual_gain", gain)
-        binding.bind_output("logits", "cpu")
-        binding.bind_output("present_k", self.device)
-        binding.bind_output("present_v", self.device)
-        binding.bind_output("visual_attention", "cpu")
+        """One decoder run. The binding persists between runs, so inputs that did not change since the
+        last step (visual keys/values, a constant gain) are not bound again."""
+        binding = self._binding
+        binding.bind_cpu_input("input_ids", np.ascontiguousarray(input_ids, dtype=np.int64))
+        fresh_visual = visual_rows is not self._bound.get("visual")
+        fresh_gain = gain is not self._bound.get("gain")
+        if self.layered:
+            for layer in range(self.n_layers):
+                binding.bind_ortvalue_input(f"past_k_{layer}", cache[0][layer])
+                binding.bind_ortvalue_input(f"past_v_{layer}", cache[1][layer])
+                if fresh_visual:
+                    binding.bind_ortvalue_input(f"cross_k_{layer}", visual_rows[0][layer])
+                    binding.bind_ortvalue_input(f"cross_v_{layer}", visual_rows[1][layer])
+                if fresh_gain:
+                    binding.bind_cpu_input(f"visual_gain_{layer}", np.ascontiguousarray(gain[layer]))
+        else:
+            binding.bind_ortvalue_input("past_k", cache[0])
+            binding.bind_ortvalue_input("past_v", cache[1])
+            if fresh_visual:
+                binding.bind_ortvalue_input("cross_k", visual_rows[0])
+                binding.bind_ortvalue_input("cross_v", visual_rows[1])
+            if fresh_gain:
+                binding.bind_cpu_input("visual_gain", np.ascontiguousarray(gain))
+        # keep what is bound alive and recognisable (bind_cpu_input does not copy)
+        self._bound = {"visual": visual_rows, "gain": gain}
+        binding.clear_binding_outputs()  # a bound output would be reused as a buffer of the old shape
+        for name in self._output_names():
+            binding.bind_output(name, self.device if name.startswith("present") else "cpu")
         self.session.run_with_iobinding(binding)
-        logits, present_k, present_v, attention = binding.get_outputs()
+        outputs = binding.get_outputs()
+        if self.layered:
+            n = self.n_layers
+            cache = (outputs[1:1 + n], outputs[1 + n:1 + 2 * n])
+            attention = np.stack([a.numpy() for a in outputs[1 + 2 * n:1 + 3 * n]])
+            return outputs[0].numpy(), cache, attention
+        logits, present_k, present_v, attention = outputs
         return logits.numpy(), (present_k, present_v), attention.numpy()
 
+    def _output_names(self) -> list[str]:
+        if not hasattr(self, "_outputs"):
+            if self.layered:
+                self._outputs = ["logits", *(f"{kind}_{layer}" for kind in ("present_k", "present_v",
+                                                                            "visual_attention")
+                                             for layer in range(self.n_layers))]
+            else:
+                self._outputs = ["logits", "present_k", "present_v", "visual_attention"]
+        return self._outputs
+
     def reorder_cache(self, cache, index):
-        if np.array_equal(index, np.arange(len(index))):
+        """Rows `index` of the cache (beam reordering, finished rows dropped, a first step copied)."""
+        if len(index) == self._rows(cache) and np.array_equal(index, np.arange(len(index))):
             return cache
-        return tuple(ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(c.numpy()[:, index]), self.device)
-                     for c in cache)
+        axis = 0 if self.layered else 1
+        if self.layered:
+            return tuple([self._value(np.take(c.numpy(), index, axis=axis)) for c in part] for part in cache)
+        return tuple(self._value(np.take(c.numpy(), index, axis=axis)) for c in cache)
+
+    def _rows(self, cache) -> int:
+        return cache[0][0].shape()[0] if self.layered else cache[0].shape()[1]
 
 
 class Captioner:
     def __init__(self, bundle: Bundle, provider: str = "auto", threads: int | None = None,
                  feature_cache_size: int = 8):
+        pin_blas_threads()
         self.bundle = bundle
         self.arch = bundle.architecture
         self.providers = resolve_providers(provider)
@@ -169,7 +243,8 @@ class Captioner:
         if first:
             pixels = np.stack([normalize(resized[i], self.bundle.preprocessing) for i in first.values()])
             cross_k, cross_v, pooled = self.encoder.run(["cross_k", "cross_v", "pooled"], {"pixels": pixels})
-            fresh = VisualFeatures(cross_k, cross_v, pooled)
+            ids = np.asarray([int.from_bytes(key[:8], "little") for key in first], dtype=np.uint64)
+            fresh = VisualFeatures(cross_k, cross_v, pooled, ids)
             for j, key in enumerate(first):
                 found[key] = fresh.take(slice(j, j + 1))
                 self._remember(key, found[key])
@@ -204,24 +279,20 @@ class Captioner:
         """Per image, the captions to choose from; the first is the plain decode (beam, greedy or sample).
 
         With a memory and reranking on, the pool adds the greedy caption and sampled ones.
+        Each image's pool is decoded in one loop with a random stream seeded from its
+        own features, so an image gets the same pool alone or in any batch.
         """
         options = replace(options, max_length=min(options.max_length, self.arch.max_length - len(
             self.bundle.tokens.prompt_ids)))
-        best = self._decode(features, options)
-        if not (options.rerank and self.memory is not None and options.temperature == 0):
-            return [[d] for d in best]
-        settings = self.memory.settings
-        n = len(features)
-        greedy = self._decode(features, replace(options, beam_size=1)) if options.beam_size > 1 else []
-        sampled = self._decode(features.take(np.repeat(np.arange(n), settings.samples)),
-                               replace(options, beam_size=1, temperature=settings.temperature,
-                                       seed=0 if options.seed is None else options.seed))
-        return [[best[i], *greedy[i:i + 1], *sampled[i * settings.samples:(i + 1) * settings.samples]]
-                for i in range(n)]
-
-    def _decode(self, features: VisualFeatures, options: DecodingOptions) -> list[Decoded]:
-        return decode(self.decoder, features, len(features), features.cross_k.shape[3], self.bundle.tokens,
-                      options, self.calibration_for(options))
+        pool = Pool()
+        if options.rerank and self.memory is not None and options.temperature == 0:
+            settings = self.memory.settings
+            pool = Pool(greedy=options.beam_size > 1, samples=settings.samples, temperature=settings.temperature)
+        calibration = self.calibration_for(options)
+        return [decode_pool(self.decoder, features.take(slice(i, i + 1)), features.cross_k.shape[3],
+                            self.bundle.tokens, options, calibration, pool,
+                            image_seed(features.image_id(i), options.seed))
+                for i in range(len(features))]
 
     def _choose_by_memory(self, pool: list[Decoded], neighbours: np.ndarray) -> Decoded:
         """The candidate closest to what the memory says about the nearest training photos."""

@@ -26,6 +26,7 @@ def architecture_from_onnx(encoder: Path, decoder: Path, family: str, max_length
     import onnx  # here, so that `refresh` needs neither onnx nor torch
 
     from export.onnx_export import count_calibrated_nodes
+
     enc = onnx.load(str(encoder), load_external_data=False)
     dec = onnx.load(str(decoder), load_external_data=False)
 
@@ -50,6 +51,9 @@ def write_bundle(out_dir: Path, encoder: Path, decoder: Path, tokenizer_json: st
     for src, dst in ((encoder, "encoder.onnx"), (decoder, "decoder.onnx")):
         if Path(src).resolve() != (out_dir / dst).resolve():
             shutil.copyfile(src, out_dir / dst)
+    from export.optimize import optimize_decoder  # here, so that `refresh` needs neither onnx nor torch
+
+    optimize_decoder(out_dir / "decoder.onnx", out_dir / "decoder.onnx")  # per-layer cache: exact, faster
     tok_path = out_dir / "tokenizer.json"
     if isinstance(tokenizer_json, Path):
         shutil.copyfile(tokenizer_json, tok_path)

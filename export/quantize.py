@@ -24,6 +24,7 @@ import onnx
 from edgecap.bundle import load_bundle, write_manifest
 from edgecap.image import normalize, read_image, resize_for_model
 from export.onnx_export import IR_VERSION, attach_calibrated_attention
+from export.optimize import optimize_decoder
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,11 @@ def _fix_ir(path: Path) -> None:
 
 
 def quantize_decoder(src: Path, dst: Path, per_channel: bool = False) -> None:
+    """int8 dynamic quantization, then the int8 output head and per-layer cache of export/optimize.py."""
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
                      op_types_to_quantize=["MatMul", "Gemm", "Gather"])
     _fix_ir(dst)
+    optimize_decoder(dst, dst)
 
 
 def quantize_encoder_dynamic(src: Path, dst: Path, per_channel: bool = True) -> None:
@@ -114,7 +117,8 @@ def quantize_bundle(src_dir: Path, dst_dir: Path, calibration_images: list[Path]
         "encoder": {"static": "int8 static QDQ, per-channel weights, MinMax on "
                               f"{len(calibration_images)} photos",
                     "dynamic": f"int8 dynamic (MatMul/Gemm weights, {weights})", "fp32": "fp32"}[mode],
-        "decoder": f"int8 dynamic (MatMul/Gemm/Gather weights, {weights})"}
+        "decoder": f"int8 dynamic (MatMul/Gemm/Gather weights, {weights}); int8 output head, per-layer cache "
+                   "(export/optimize.py)"}
     write_manifest(dst_dir, manifest)
     load_bundle(dst_dir)
     return dst_dir
