@@ -1,0 +1,435 @@
+"""`edgecap describe DIR`: alt text for a whole photo library, resumable, in worker processes.
+
+`describe_batch` turns photo bytes into JSON records; the worker processes here and the Ray
+actors in `edgecap.distributed` both call it, and both hand its records to `Library`, which
+appends them to the JSON Lines file, writes sidecars and counts. A photo is known by the
+SHA-256 of its bytes, so a re-run (after Ctrl-C, a kill or a crash) describes only photos whose
+record is not written yet, and a renamed or copied photo reuses its description.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import resource
+import signal
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from edgecap.decoding import DecodingOptions, preset
+from edgecap.image import ImageError, decode_image
+from edgecap.sidecars import SIDECAR_KINDS, SidecarError, sidecar_path, write_sidecar
+
+log = logging.getLogger("edgecap")
+
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+HEIF_SUFFIXES = {".heic", ".heif"}  # read through Pillow when pillow-heif is installed
+RESULT_FIELDS = ("confidence", "objects", "faces")  # what the grounded captioner adds, when it does
+
+
+@dataclass(frozen=True)
+class DescribeOptions:
+    model: str | None = None  # bundle folder; None: the shipped model
+    provider: str = "auto"
+    threads: int | None = None  # onnxruntime threads per worker; None: cores // workers
+    decoding: DecodingOptions = field(default_factory=lambda: preset("brief"))
+    read_text: bool = False
+    sidecar: str = "none"  # xmp | txt | none
+    workers: int = 1
+    batch_size: int = 4  # photos per task handed to a worker
+
+    def __post_init__(self):
+        if self.sidecar not in SIDECAR_KINDS:
+            raise ValueError(f"unknown sidecar kind {self.sidecar!r} (choose from {', '.join(SIDECAR_KINDS)})")
+        if self.workers < 1 or self.batch_size < 1:
+            raise ValueError("--workers and --batch-size must be at least 1")
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def plan_workers(workers: int, threads: int | None, cores: int | None = None) -> tuple[int, int]:
+    """(workers, threads each) with workers x threads <= cores: oversubscribing only adds switching."""
+    cores = cores or usable_cores()
+    if workers > cores:
+        log.warning("%d workers asked for, %d cores usable: running %d", workers, cores, cores)
+        workers = cores
+    per_worker = threads or max(1, cores // workers)
+    if per_worker * workers > cores:
+        per_worker = max(1, cores // workers)
+        log.warning("onnxruntime threads cut to %d per worker so that workers x threads <= %d cores",
+                    per_worker, cores)
+    return workers, per_worker
+
+
+# --- finding photos -------------------------------------------------------------------
+def find_photos(root: str | Path) -> tuple[list[Path], Counter]:
+    """Photos under root (sorted, hidden folders and sidecars left out), and why others were skipped."""
+    root = Path(root)
+    if root.is_file():
+        return [root], Counter()
+    if not root.is_dir():
+        raise ValueError(f"{root}: no such folder")
+    heif = _heif_available()
+    photos, skipped = [], Counter()
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            suffix = Path(name).suffix.lower()
+            if name.startswith(".") or suffix in (".xmp", ".txt", ".jsonl", ".edgecap-tmp"):
+                continue
+            if suffix in PHOTO_SUFFIXES or (suffix in HEIF_SUFFIXES and heif):
+                photos.append(Path(folder) / name)
+            elif suffix in HEIF_SUFFIXES:
+                skipped["HEIC (pip install pillow-heif to read it)"] += 1
+            else:
+                skipped["not a photo"] += 1
+    return photos, skipped
+
+
+def _heif_available() -> bool:
+    try:
+        import pillow_heif  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def decode_photo(data: bytes, label: str) -> np.ndarray:
+    """RGB uint8 from file bytes: OpenCV for the common formats (as `edgecap caption`), Pillow for HEIC."""
+    if Path(label).suffix.lower() not in HEIF_SUFFIXES:
+        return decode_image(data, label)
+    import io
+
+    import pillow_heif
+    from PIL import Image
+
+    pillow_heif.register_heif_opener()
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("RGB"))
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is this file's fault
+        raise ImageError(f"{label}: not a readable HEIC image ({exc})") from None
+
+
+def photo_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- describing: the one function both the local and the Ray path run ------------------
+def describe_batch(captioner, items: list[tuple[str, bytes]], options: DescribeOptions,
+                   read_text=None, done: frozenset[str] | set[str] = frozenset()) -> list[dict]:
+    """One JSON-ready record per (path, file bytes).
+
+    status is the captioner's (ok, dark, bright, uniform), "failed" with an `error` line, or
+    "resumed" for a photo whose hash is in `done` (the caller already has its record). Photos
+    are captioned one at a time: today's reranker shares one random stream across a batch, so
+    batching would let a photo's words depend on its neighbours, and then on how a cluster
+    happened to split the work.
+    """
+    records = []
+    for path, data in items:
+        sha = photo_hash(data)
+        if sha in done:
+            records.append({"path": path, "sha256": sha, "status": "resumed"})
+            continue
+        try:
+            rgb = decode_photo(data, path)
+            result = captioner.caption([rgb], options.decoding)[0]
+            record = {"path": path, "sha256": sha, "caption": result.caption, "status": result.status}
+            for name in RESULT_FIELDS:
+                value = getattr(result, name, None)
+                if value is not None:
+                    record[name] = _plain(value)
+            if read_text is not None:
+                record["text"] = read_text(rgb)
+            record["model"] = captioner.bundle.name
+            record["ms"] = round(result.ms, 1)
+        except ImageError as exc:
+            record = {"path": path, "sha256": sha, "status": "failed", "error": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - one bad photo must not stop a library run
+            log.debug("describing %s failed", path, exc_info=True)
+            record = {"path": path, "sha256": sha, "status": "failed",
+                      "error": f"{path}: describing failed ({type(exc).__name__}: {exc})"}
+        records.append(record)
+    return records
+
+
+def _plain(value):
+    """Dataclasses, numpy values and tuples as JSON-ready Python."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return _plain(asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def load_text_reader():
+    """A function RGB -> text from edgecap.reading (the `edgecap read` module), for --read-text."""
+    try:
+        from edgecap import reading
+    except ImportError as exc:
+        raise ValueError(f"--read-text needs the text reader (edgecap.reading), which cannot be loaded "
+                         f"here: {exc}") from None
+    read = getattr(reading, "read_text", None)
+    if read is None:
+        raise ValueError("--read-text: edgecap.reading has no read_text function")
+
+    def text_of(rgb: np.ndarray) -> str:
+        found = read(rgb)
+        return found if isinstance(found, str) else getattr(found, "text", "")
+
+    return text_of
+
+
+class Describer:
+    """One loaded model (and text reader) that describes batches: a worker process, or a Ray actor."""
+
+    def __init__(self, options: DescribeOptions, done: frozenset[str] = frozenset()):
+        from edgecap.model import Captioner
+
+        self.options = options
+        self.done = done
+        self.captioner = Captioner.load(options.model, provider=options.provider, threads=options.threads)
+        self.read_text = load_text_reader() if options.read_text else None
+
+    def describe(self, items: list[tuple[str, bytes]]) -> list[dict]:
+        return describe_batch(self.captioner, items, self.options, self.read_text, self.done)
+
+    def describe_files(self, paths: list[str]) -> list[dict]:
+        items, unreadable = [], []
+        for path in paths:
+            try:
+                items.append((path, Path(path).read_bytes()))
+            except OSError as exc:
+                unreadable.append({"path": path, "status": "failed",
+                                   "error": f"{path}: cannot read ({exc.strerror or exc})"})
+        return unreadable + self.describe(items)
+
+
+# --- the JSON Lines file, sidecars and counts ---------------------------------------------
+@dataclass
+class Summary:
+    described: int = 0  # this run
+    resumed: int = 0  # already in the JSON Lines file (same bytes), not described again
+    skipped: int = 0  # files that are not photos edgecap can read
+    failed: int = 0
+    confidence: Counter = field(default_factory=Counter)  # of every photo in the folder with a record
+    worker_rss_mb: float = 0.0  # peak resident memory of one worker
+
+    def line(self) -> str:
+        parts = [f"{self.described} described", f"{self.resumed} already done", f"{self.skipped} skipped",
+                 f"{self.failed} failed", f"{self.confidence['hedged']} hedged",
+                 f"{self.confidence['unknown']} unknown"]
+        return ", ".join(parts)
+
+
+class Library:
+    """Appends records to the JSON Lines file (one writer), writes sidecars, keeps the summary."""
+
+    def __init__(self, out: str | Path, sidecar: str = "none"):
+        self.out = Path(out)
+        self.sidecar = sidecar
+        self.summary = Summary()
+        self.by_hash: dict[str, dict] = {}
+        self.paths: set[str] = set()
+        if self.out.exists():
+            self._load()
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.out, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        if self.out.stat().st_size and not self.out.read_bytes().endswith(b"\n"):
+            self._file.write("\n")  # a kill mid-line left half a record: start clean after it
+
+    def _load(self) -> None:
+        with open(self.out, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    if line.strip():
+                        log.warning("%s:%d: not a whole record (an interrupted write?); ignored", self.out, number)
+                    continue
+                if record.get("status") not in (None, "failed") and "sha256" in record:
+                    self.by_hash[record["sha256"]] = record
+                    self.paths.add(record["path"])
+
+    @property
+    def done(self) -> frozenset[str]:
+        return frozenset(self.by_hash)
+
+    def add(self, record: dict) -> None:
+        status = record["status"]
+        if status == "failed":
+            self.summary.failed += 1
+            print(f"edgecap: error: {record['error']}", file=sys.stderr)
+            self._append(record)
+            return
+        if status == "resumed":
+            self.summary.resumed += 1
+            record = self.by_hash[record["sha256"]] | {"path": record["path"]}
+            if record["path"] not in self.paths:  # renamed or copied: same words, no new model run
+                self._append(record)
+        else:
+            self.summary.described += 1
+            self._append(record)
+        self.by_hash[record["sha256"]] = record
+        self.summary.confidence[record.get("confidence", "unrated")] += 1
+        self._write_sidecar(record, fresh=status != "resumed")
+
+    def _append(self, record: dict) -> None:
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()  # a record on disk is a photo a re-run will not describe again
+        self.paths.add(record["path"])
+
+    def _write_sidecar(self, record: dict, fresh: bool) -> None:
+        if self.sidecar == "none" or "://" in record["path"]:
+            return
+        if not fresh and sidecar_path(record["path"], self.sidecar).exists():
+            return
+        text = record["caption"] + (f" Text: {record['text']}" if record.get("text") else "")
+        try:
+            write_sidecar(record["path"], self.sidecar, text)
+        except SidecarError as exc:
+            print(f"edgecap: error: {exc}", file=sys.stderr)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class Progress:
+    """'12/400 photos, 1.8 photos/s, ETA 3m 40s' on one terminal line (nothing when not a terminal)."""
+
+    def __init__(self, total: int, stream=sys.stderr):
+        self.total, self.stream = total, stream
+        self.start = time.perf_counter()
+        self.live = hasattr(stream, "isatty") and stream.isatty()
+
+    def update(self, summary: Summary) -> None:
+        if not self.live:
+            return
+        finished = summary.described + summary.resumed + summary.failed
+        elapsed = time.perf_counter() - self.start
+        rate = summary.described / elapsed if elapsed > 0 else 0.0
+        eta = _duration((self.total - finished) / rate) if rate > 0 else "?"
+        self.stream.write(f"\r{finished}/{self.total} photos, {rate:.2f} photos/s, ETA {eta}   ")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.live:
+            self.stream.write("\n")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+# --- one machine: worker processes ------------------------------------------------------
+_describer: Describer | None = None
+
+
+def _start_worker(options: DescribeOptions, done: frozenset[str]) -> None:
+    global _describer
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _describer = Describer(options, done)
+
+
+def _work(paths: list[str]) -> tuple[list[dict], float]:
+    records = _describer.describe_files(paths)
+    return records, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def describe_library(root: str | Path, out: str | Path, options: DescribeOptions,
+                     progress_stream=sys.stderr) -> Summary:
+    """Describe every photo under root that the JSON Lines file `out` has no record of."""
+    photos, skipped = find_photos(root)
+    for reason, count in sorted(skipped.items()):
+        log.info("skipping %d file(s): %s", count, reason)
+    workers, threads = plan_workers(min(options.workers, max(1, len(photos))), options.threads)
+    options = replace(options, workers=workers, threads=threads)
+    if options.read_text:
+        load_text_reader()  # fail now, in one line, not once per photo
+    library = Library(out, options.sidecar)
+    library.summary.skipped = sum(skipped.values())
+    progress = Progress(len(photos), progress_stream)
+    batches = [[str(p) for p in photos[i:i + options.batch_size]]
+               for i in range(0, len(photos), options.batch_size)]
+    try:
+        for records, rss in _run_batches(batches, options, library.done):
+            for record in records:
+                library.add(record)
+            library.summary.worker_rss_mb = max(library.summary.worker_rss_mb, rss)
+            progress.update(library.summary)
+    finally:
+        progress.close()
+        library.close()
+    return library.summary
+
+
+def _run_batches(batches, options: DescribeOptions, done: frozenset[str]):
+    if options.workers == 1 or len(batches) <= 1:
+        global _describer
+        _describer = Describer(options, done)
+        for batch in batches:
+            yield _work(batch)
+        return
+    import multiprocessing
+
+    # spawn: each worker starts clean instead of inheriting the parent's onnxruntime threads.
+    with multiprocessing.get_context("spawn").Pool(options.workers, _start_worker, (options, done)) as pool:
+        yield from pool.imap_unordered(_work, batches)
+
+
+def cmd_describe(args) -> int:
+    decoding = preset(args.detail, beam_size=args.beams, rerank=False if args.no_rerank else None)
+    options = DescribeOptions(model=args.model, provider=args.provider, threads=args.threads, decoding=decoding,
+                              read_text=args.read_text, sidecar=args.sidecar, workers=args.workers,
+                              batch_size=args.batch_size)
+    out = args.out
+    start = time.perf_counter()
+    try:
+        summary = describe_library(args.folder, out, options)
+    except KeyboardInterrupt:
+        print(f"edgecap: stopped; what is in {out} is kept, run the same command again to go on",
+              file=sys.stderr)
+        return 130
+    print(f"edgecap: {summary.line()} in {time.perf_counter() - start:.1f} s -> {out}", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+def register_cli(subparsers) -> None:
+    from edgecap.cli import add_model_args
+
+    p = subparsers.add_parser("describe", help="write alt text for every photo in a folder (resumable)",
+                              description="Describe every photo under a folder once; re-run to resume.")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--out", type=Path, default=Path("descriptions.jsonl"),
+                   help="JSON Lines file, one record per photo; re-runs append to it (default: descriptions.jsonl)")
+    p.add_argument("--sidecar", choices=SIDECAR_KINDS, default="none",
+                   help="also write PHOTO.xmp (dc:description, shown by digiKam, darktable, exiftool) or PHOTO.txt")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1; at most the cores)")
+    p.add_argument("--batch-size", type=int, default=DescribeOptions.batch_size, help="photos per worker task")
+    p.add_argument("--read-text", action="store_true", help="also read the text in each photo")
+    p.add_argument("--detail", choices=["brief", "detailed"], default="brief")
+    p.add_argument("--beams", type=int, default=None, help="beam size 1-8")
+    p.add_argument("--no-rerank", action="store_true", help="skip checking candidates against the model's memory")
+    add_model_args(p)
+    p.set_defaults(func=cmd_describe)
