@@ -406,7 +406,13 @@ def cmd_describe(args) -> int:
     out = args.out
     start = time.perf_counter()
     try:
-        summary = describe_library(args.folder, out, options)
+        if args.ray:
+            from edgecap.distributed import describe_on_ray
+
+            summary = describe_on_ray(args.folder, out, options, concurrency=args.workers, batch_size=args.batch_size,
+                                      address=None if args.ray == "local" else args.ray, parquet=args.parquet)
+        else:
+            summary = describe_library(args.folder, out, options)
     except KeyboardInterrupt:
         print(f"edgecap: stopped; what is in {out} is kept, run the same command again to go on",
               file=sys.stderr)
@@ -420,16 +426,20 @@ def register_cli(subparsers) -> None:
 
     p = subparsers.add_parser("describe", help="write alt text for every photo in a folder (resumable)",
                               description="Describe every photo under a folder once; re-run to resume.")
-    p.add_argument("folder", type=Path)
+    p.add_argument("folder", help="a folder of photos (with --ray also a URI the cluster reads, e.g. s3://...)")
     p.add_argument("--out", type=Path, default=Path("descriptions.jsonl"),
                    help="JSON Lines file, one record per photo; re-runs append to it (default: descriptions.jsonl)")
     p.add_argument("--sidecar", choices=SIDECAR_KINDS, default="none",
                    help="also write PHOTO.xmp (dc:description, shown by digiKam, darktable, exiftool) or PHOTO.txt")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1; at most the cores)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes (default 1; at most the cores); with --ray: model actors")
     p.add_argument("--batch-size", type=int, default=DescribeOptions.batch_size, help="photos per worker task")
     p.add_argument("--read-text", action="store_true", help="also read the text in each photo")
     p.add_argument("--detail", choices=["brief", "detailed"], default="brief")
     p.add_argument("--beams", type=int, default=None, help="beam size 1-8")
     p.add_argument("--no-rerank", action="store_true", help="skip checking candidates against the model's memory")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run on Ray Data: a local Ray, or the cluster at ADDRESS ('auto', 'ray://host:10001')")
+    p.add_argument("--parquet", metavar="DIR", help="with --ray: also write the records as Parquet files here")
     add_model_args(p)
     p.set_defaults(func=cmd_describe)
