@@ -24,6 +24,7 @@ import numpy as np
 
 from edgecap.decoding import DecodingOptions, preset
 from edgecap.image import ImageError, decode_image
+from edgecap.providers import default_threads
 from edgecap.sidecars import SIDECAR_KINDS, SidecarError, sidecar_path, write_sidecar
 
 log = logging.getLogger("edgecap")
@@ -64,7 +65,7 @@ def plan_workers(workers: int, threads: int | None, cores: int | None = None) ->
     if workers > cores:
         log.warning("%d workers asked for, %d cores usable: running %d", workers, cores, cores)
         workers = cores
-    per_worker = threads or max(1, cores // workers)
+    per_worker = threads or max(1, min(default_threads(), cores // workers))
     if per_worker * workers > cores:
         per_worker = max(1, cores // workers)
         log.warning("onnxruntime threads cut to %d per worker so that workers x threads <= %d cores",
@@ -237,7 +238,8 @@ class Summary:
         parts = [f"{self.described} described", f"{self.resumed} already done", f"{self.skipped} skipped",
                  f"{self.failed} failed", f"{self.confidence['hedged']} hedged",
                  f"{self.confidence['unknown']} unknown"]
-        return ", ".join(parts)
+        rss = f"; peak worker RSS {self.worker_rss_mb:.0f} MB" if self.worker_rss_mb else ""
+        return ", ".join(parts) + rss
 
 
 class Library:
