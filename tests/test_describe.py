@@ -158,6 +158,24 @@ def test_xmp_update_keeps_what_else_the_sidecar_holds(tmp_path):
         assert shown[:2] == ["A rocket on a launch pad.", "4"]
 
 
+def test_heic_is_described_with_pillow_heif_or_skipped_with_a_count(tmp_path):
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    if importlib.util.find_spec("pillow_heif") is None:
+        shutil.copy(ASSETS / "chelsea.jpg", folder / "IMG_0001.HEIC")
+        photos, skipped = find_photos(folder)
+        assert photos == [] and any("pillow-heif" in reason for reason in skipped)
+        return
+    import pillow_heif
+    from PIL import Image
+
+    pillow_heif.register_heif_opener()
+    Image.open(ASSETS / "chelsea.jpg").save(folder / "IMG_0001.HEIC")
+    summary = describe_library(folder, tmp_path / "d.jsonl", FAST)
+    assert (summary.described, summary.failed) == (1, 0)
+    assert records(tmp_path / "d.jsonl")[0]["status"] == "ok"
+
+
 def test_workers_times_threads_never_exceed_the_cores():
     for cores in (1, 2, 4, 16):
         for workers in (1, 2, 3, 8):
