@@ -12,6 +12,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from edgecap.describe import (RESULT_FIELDS, DescribeOptions, Describer, describe_library, find_photos,
@@ -174,6 +176,21 @@ def test_heic_is_described_with_pillow_heif_or_skipped_with_a_count(tmp_path):
     summary = describe_library(folder, tmp_path / "d.jsonl", FAST)
     assert (summary.described, summary.failed) == (1, 0)
     assert records(tmp_path / "d.jsonl")[0]["status"] == "ok"
+
+
+def test_large_jpegs_are_decoded_scaled_small_ones_exactly(tmp_path, photos):
+    from edgecap.describe import decode_photo, jpeg_size
+    from edgecap.image import read_image
+
+    for path, rgb in zip(sorted(ASSETS.glob("*.jpg")), [read_image(p) for p in sorted(ASSETS.glob("*.jpg"))]):
+        data = path.read_bytes()
+        assert jpeg_size(data) == rgb.shape[:2]
+        assert np.array_equal(decode_photo(data, path.name, 896), rgb)
+    big = cv2.resize(photos[3], (6000, 4000), interpolation=cv2.INTER_CUBIC)
+    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(big, cv2.COLOR_RGB2BGR))
+    scaled = decode_photo(encoded.tobytes(), "big.jpg", 896)
+    assert scaled.shape == (1000, 1500, 3)  # 1/4: the shorter side stays >= 896
+    assert jpeg_size(b"\x89PNG\r\n") is None
 
 
 def test_workers_times_threads_never_exceed_the_cores():
