@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecap.describe import (HEIF_SUFFIXES, PHOTO_SUFFIXES, DescribeOptions, Describer, Library, Progress,
-                              Summary, find_photos, load_text_reader)
+from edgecap.describe import DescribeOptions, Describer, Library, Progress, Summary, load_text_reader
+from edgecap.photos import HEIF_SUFFIXES, PHOTO_SUFFIXES, find_photos
 
 log = logging.getLogger("edgecap")
 

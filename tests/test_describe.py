@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edgecap.describe import (RESULT_FIELDS, DescribeOptions, Describer, describe_library, find_photos,
-                              plan_workers)
+from edgecap.describe import RESULT_FIELDS, DescribeOptions, Describer, describe_library, plan_workers
+from edgecap.photos import decode_photo, find_photos, jpeg_size
 from edgecap.decoding import preset
 from edgecap.sidecars import read_description, write_sidecar
 
@@ -179,7 +179,6 @@ def test_heic_is_described_with_pillow_heif_or_skipped_with_a_count(tmp_path):
 
 
 def test_large_jpegs_are_decoded_scaled_small_ones_exactly(tmp_path, photos):
-    from edgecap.describe import decode_photo, jpeg_size
     from edgecap.image import read_image
 
     for path, rgb in zip(sorted(ASSETS.glob("*.jpg")), [read_image(p) for p in sorted(ASSETS.glob("*.jpg"))]):
