@@ -350,13 +350,15 @@ def cmd_describe(args) -> int:
                               read_text=args.read_text, sidecar=args.sidecar, workers=args.workers,
                               batch_size=args.batch_size)
     out = args.out
+    if (args.parquet or args.ray_address) and not args.ray:
+        raise ValueError("--parquet and --ray-address go with --ray")
     start = time.perf_counter()
     try:
         if args.ray:
             from edgecap.distributed import describe_on_ray
 
             summary = describe_on_ray(args.folder, out, options, concurrency=args.workers, batch_size=args.batch_size,
-                                      address=None if args.ray == "local" else args.ray, parquet=args.parquet)
+                                      address=args.ray_address, parquet=args.parquet)
         else:
             summary = describe_library(args.folder, out, options)
     except KeyboardInterrupt:
@@ -384,8 +386,9 @@ def register_cli(subparsers) -> None:
     p.add_argument("--detail", choices=["brief", "detailed"], default="brief")
     p.add_argument("--beams", type=int, default=None, help="beam size 1-8")
     p.add_argument("--no-rerank", action="store_true", help="skip checking candidates against the model's memory")
-    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
-                   help="run on Ray Data: a local Ray, or the cluster at ADDRESS ('auto', 'ray://host:10001')")
+    p.add_argument("--ray", action="store_true", help="run on Ray Data (pip install 'edgecap[ray]')")
+    p.add_argument("--ray-address", metavar="ADDRESS",
+                   help="with --ray: the cluster ('auto', 'ray://head:10001'); default: start a local Ray")
     p.add_argument("--parquet", metavar="DIR", help="with --ray: also write the records as Parquet files here")
     add_model_args(p)
     p.set_defaults(func=cmd_describe)
