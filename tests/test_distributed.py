@@ -59,7 +59,8 @@ def test_ray_and_worker_processes_say_the_same(local_ray, tmp_path):
     rocket = by_name(tmp_path / "ray.jsonl")["rocket.jpg"]["caption"]
     assert (folder / "rocket.jpg.txt").read_text().strip() == rocket
 
-    again = describe_on_ray(folder, tmp_path / "ray.jsonl", options, concurrency=1, batch_size=8)
+    # Again, given as a URI (the s3:// code path: Ray lists the files): nothing is described twice.
+    again = describe_on_ray(f"local://{folder}", tmp_path / "ray.jsonl", options, concurrency=1, batch_size=8)
     assert (again.described, again.resumed) == (0, 6)
     assert len(records(tmp_path / "ray.jsonl")) == 8  # one more line: the broken file, tried again
     assert json.loads((tmp_path / "ray.jsonl").read_text().splitlines()[-1])["status"] == "failed"
