@@ -96,8 +96,9 @@ def describe_batch(captioner, items: list[tuple[str, bytes]], options: DescribeO
                 value = getattr(result, name, None)
                 if value is not None:
                     record[name] = _plain(value)
-            if read_text is not None:
-                record["text"] = read_text(rgb)
+            if read_text is not None and result.status == "ok":  # as `edgecap caption --read-text`
+                clause, record["text"] = read_text(rgb)
+                record["caption"] = f"{record['caption']} {clause}".strip()
             record["model"] = captioner.bundle.name
             record["ms"] = round(result.ms, 1)
         except ImageError as exc:
@@ -125,22 +126,22 @@ def _plain(value):
     return value
 
 
-def load_text_reader():
-    """A function RGB -> text from edgecap.reading (the `edgecap read` module), for --read-text."""
+def load_text_reader(threads: int | None = 1):
+    """RGB -> (clause for the caption, the text read) from `edgecap read`'s reader, for --read-text."""
     try:
-        from edgecap import reading
+        from edgecap.read_aloud import text_for_caption
+        from edgecap.reading import ReadOptions, model_dir
     except ImportError as exc:
-        raise ValueError(f"--read-text needs the text reader (edgecap.reading), which cannot be loaded "
-                         f"here: {exc}") from None
-    read = getattr(reading, "read_text", None)
-    if read is None:
-        raise ValueError("--read-text: edgecap.reading has no read_text function")
+        raise ValueError(f"--read-text needs the text reader (edgecap.reading), which cannot be loaded here: "
+                         f"{exc}") from None
+    model_dir()  # a missing OCR package or model is one error line now, not one per photo
+    options = ReadOptions(threads=threads)  # the worker's share of the cores, as for the captioner
 
-    def text_of(rgb: np.ndarray) -> str:
-        found = read(rgb)
-        return found if isinstance(found, str) else getattr(found, "text", "")
+    def read(rgb: np.ndarray) -> tuple[str, str]:
+        clause, reading = text_for_caption(rgb, options)
+        return clause, reading.text
 
-    return text_of
+    return read
 
 
 class Describer:
@@ -152,7 +153,7 @@ class Describer:
         self.options = options
         self.done = done
         self.captioner = Captioner.load(options.model, provider=options.provider, threads=options.threads)
-        self.read_text = load_text_reader() if options.read_text else None
+        self.read_text = load_text_reader(options.threads) if options.read_text else None
 
     def describe(self, items: list[tuple[str, bytes]]) -> list[dict]:
         return describe_batch(self.captioner, items, self.options, self.read_text, self.done)
@@ -248,9 +249,8 @@ class Library:
             return
         if not fresh and sidecar_path(record["path"], self.sidecar).exists():
             return
-        text = record["caption"] + (f" Text: {record['text']}" if record.get("text") else "")
         try:
-            write_sidecar(record["path"], self.sidecar, text)
+            write_sidecar(record["path"], self.sidecar, record["caption"])
         except SidecarError as exc:
             print(f"edgecap: error: {exc}", file=sys.stderr)
 
