@@ -8,6 +8,7 @@ record is not written yet, and a renamed or copied photo reuses its description.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -78,9 +79,9 @@ def describe_batch(captioner, items: list[tuple[str, bytes]], options: DescribeO
 
     status is the captioner's (ok, dark, bright, uniform), "failed" with an `error` line, or
     "resumed" for a photo whose hash is in `done` (the caller already has its record). Photos
-    are captioned one at a time: today's reranker shares one random stream across a batch, so
-    batching would let a photo's words depend on its neighbours, and then on how a cluster
-    happened to split the work.
+    are described one at a time: a worker holds one decoded photo, not a batch of them, and the
+    words cannot depend on a photo's neighbours, which a cluster picks its own way (before the
+    grounded captioner, the reranker shared one random stream across a batch).
     """
     records = []
     for path, data in items:
@@ -90,10 +91,11 @@ def describe_batch(captioner, items: list[tuple[str, bytes]], options: DescribeO
             continue
         try:
             rgb = decode_photo(data, path, 4 * max(captioner.bundle.preprocessing.image_size))
-            result = captioner.caption([rgb], options.decoding)[0]
+            result = spoken_caption(captioner, rgb, options.decoding)
             record = {"path": path, "sha256": sha, "caption": result.caption, "status": result.status}
+            fields = result.to_json() if hasattr(result, "to_json") else {}
             for name in RESULT_FIELDS:
-                value = getattr(result, name, None)
+                value = fields.get(name, getattr(result, name, None))
                 if value is not None:
                     record[name] = _plain(value)
             if read_text is not None and result.status == "ok":  # as `edgecap caption --read-text`
@@ -109,6 +111,16 @@ def describe_batch(captioner, items: list[tuple[str, bytes]], options: DescribeO
                       "error": f"{path}: describing failed ({type(exc).__name__}: {exc})"}
         records.append(record)
     return records
+
+
+def spoken_caption(captioner, rgb: np.ndarray, decoding: DecodingOptions):
+    """What `edgecap caption` says about one photo: the grounded decision (edgecap.caption, with its
+    confidence, objects and faces) where this build has it, else the captioner's own caption."""
+    if importlib.util.find_spec("edgecap.caption") is None:
+        return captioner.caption([rgb], decoding)[0]
+    from edgecap.caption import describer_for
+
+    return describer_for(captioner).describe([rgb], decoding)[0]
 
 
 def _plain(value):
@@ -144,7 +156,7 @@ def load_text_reader(threads: int | None = 1):
     return read
 
 
-class Describer:
+class BatchDescriber:
     """One loaded model (and text reader) that describes batches: a worker process, or a Ray actor."""
 
     def __init__(self, options: DescribeOptions, done: frozenset[str] = frozenset()):
@@ -289,13 +301,13 @@ def _duration(seconds: float) -> str:
 
 
 # --- one machine: worker processes ------------------------------------------------------
-_describer: Describer | None = None
+_describer: BatchDescriber | None = None
 
 
 def _start_worker(options: DescribeOptions, done: frozenset[str]) -> None:
     global _describer
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    _describer = Describer(options, done)
+    _describer = BatchDescriber(options, done)
 
 
 def _work(paths: list[str]) -> tuple[list[dict], float]:
@@ -333,7 +345,7 @@ def describe_library(root: str | Path, out: str | Path, options: DescribeOptions
 def _run_batches(batches, options: DescribeOptions, done: frozenset[str]):
     if options.workers == 1 or len(batches) <= 1:
         global _describer
-        _describer = Describer(options, done)
+        _describer = BatchDescriber(options, done)
         for batch in batches:
             yield _work(batch)
         return

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecap.describe import DescribeOptions, Describer, Library, Progress, Summary, load_text_reader
+from edgecap.describe import DescribeOptions, BatchDescriber, Library, Progress, Summary, load_text_reader
 from edgecap.photos import HEIF_SUFFIXES, PHOTO_SUFFIXES, find_photos
 
 log = logging.getLogger("edgecap")
@@ -28,7 +28,7 @@ class RayDescriber:
     """A Ray actor: one model, loaded once, describing the batches Ray Data sends it."""
 
     def __init__(self, options: DescribeOptions, done: frozenset[str] = frozenset()):
-        self.describer = Describer(options, done)
+        self.describer = BatchDescriber(options, done)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         items = [(str(path), bytes(data)) for path, data in zip(batch["path"], batch["bytes"])]
