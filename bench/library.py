@@ -5,7 +5,8 @@
 Writes `--photos` synthetic scenes (gradient sky and ground, a few shapes, noise; JPEG, PNG
 and WebP; 320-1024 px) plus the four example photos to a temporary folder, then runs
 `python -m edgecap describe` on it once per configuration with a fresh JSON Lines file.
-For each run it reports: wall time of the whole command; the steady rate (photos/s between
+For each run it reports: how many photos got the same caption, status and confidence as in
+the first run (by content hash); wall time of the whole command; the steady rate (photos/s between
 the first and the last record appearing in the file, so model loading and Ray start-up are
 left out); CPU time of the command and its children; the peak RSS of one worker as the
 summary line gives it. Timings on a shared machine are noisy: repeat, and compare CPU time.
@@ -86,6 +87,16 @@ def run_once(folder: Path, out: Path, extra: list[str]) -> dict:
             "worker_rss_mb": int(rss.group(1)) if rss else None, "summary": summary[-1] if summary else stderr[-500:]}
 
 
+def agreement(a: Path, b: Path) -> str:
+    """'k/n': photos (by content hash) whose caption, status and confidence are the same in both files."""
+    def read(path):
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return {r["sha256"]: (r.get("caption"), r["status"], r.get("confidence")) for r in rows if "sha256" in r}
+
+    left, right = read(a), read(b)
+    return f"{sum(left[k] == right.get(k) for k in left)}/{len(left)}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=200)
@@ -102,7 +113,12 @@ def main() -> int:
                    "load_before": os.getloadavg()[0]}
         for name in args.runs:
             results[name] = run_once(folder, Path(tmp) / f"{name}.jsonl", RUNS[name] + args.extra.split())
+            first = Path(tmp) / f"{args.runs[0]}.jsonl"
+            results[name]["same_captions_as_" + args.runs[0]] = agreement(first, Path(tmp) / f"{name}.jsonl")
             print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
+            if args.json:  # after every run: a long benchmark that is stopped keeps what it measured
+                args.json.parent.mkdir(parents=True, exist_ok=True)
+                args.json.write_text(json.dumps(results, indent=2) + "\n")
         results["load_after"] = os.getloadavg()[0]
     print(json.dumps(results, indent=2))
     if args.json:
