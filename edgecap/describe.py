@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecap.dataset_eval import Progress
 from edgecap.decoding import DecodingOptions, preset
 from edgecap.image import ImageError
 from edgecap.photos import decode_photo, find_photos, photo_hash
@@ -270,34 +271,16 @@ class Library:
         self._file.close()
 
 
-class Progress:
-    """'12/400 photos, 1.8 photos/s, ETA 3m 40s' on one terminal line (nothing when not a terminal)."""
-
-    def __init__(self, total: int, stream=sys.stderr):
-        self.total, self.stream = total, stream
-        self.start = time.perf_counter()
-        self.live = hasattr(stream, "isatty") and stream.isatty()
-
-    def update(self, summary: Summary) -> None:
-        if not self.live:
-            return
-        finished = summary.described + summary.resumed + summary.failed
-        elapsed = time.perf_counter() - self.start
-        rate = summary.described / elapsed if elapsed > 0 else 0.0
-        eta = _duration((self.total - finished) / rate) if rate > 0 else "?"
-        self.stream.write(f"\r{finished}/{self.total} photos, {rate:.2f} photos/s, ETA {eta}   ")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.live:
-            self.stream.write("\n")
+def show_progress(bar, summary: Summary, total: int) -> None:
+    """Photos described (and failed) this run against those left to describe: resumed ones
+    pass in an instant and would make the rate and the time left meaningless."""
+    bar.total = max(total - summary.resumed, 1)
+    bar.update(summary.described + summary.failed)
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+def end_progress(bar, summary: Summary) -> None:
+    if bar.enabled and summary.described + summary.failed < bar.total:
+        sys.stderr.write("\n")  # stopped part way: the next line starts clean
 
 
 # --- one machine: worker processes ------------------------------------------------------
@@ -316,7 +299,7 @@ def _work(paths: list[str]) -> tuple[list[dict], float]:
 
 
 def describe_library(root: str | Path, out: str | Path, options: DescribeOptions,
-                     progress_stream=sys.stderr) -> Summary:
+                     progress: bool | None = None) -> Summary:
     """Describe every photo under root that the JSON Lines file `out` has no record of."""
     photos, skipped = find_photos(root)
     for reason, count in sorted(skipped.items()):
@@ -327,7 +310,7 @@ def describe_library(root: str | Path, out: str | Path, options: DescribeOptions
         load_text_reader()  # fail now, in one line, not once per photo
     library = Library(out, options.sidecar)
     library.summary.skipped = sum(skipped.values())
-    progress = Progress(len(photos), progress_stream)
+    bar = Progress(len(photos), "describe", progress)
     batches = [[str(p) for p in photos[i:i + options.batch_size]]
                for i in range(0, len(photos), options.batch_size)]
     try:
@@ -335,9 +318,9 @@ def describe_library(root: str | Path, out: str | Path, options: DescribeOptions
             for record in records:
                 library.add(record)
             library.summary.worker_rss_mb = max(library.summary.worker_rss_mb, rss)
-            progress.update(library.summary)
+            show_progress(bar, library.summary, len(photos))
     finally:
-        progress.close()
+        end_progress(bar, library.summary)
         library.close()
     return library.summary
 
@@ -370,9 +353,10 @@ def cmd_describe(args) -> int:
             from edgecap.distributed import describe_on_ray
 
             summary = describe_on_ray(args.folder, out, options, concurrency=args.workers, batch_size=args.batch_size,
-                                      address=args.ray_address, parquet=args.parquet)
+                                      address=args.ray_address, parquet=args.parquet,
+                                      progress=False if args.quiet else None)
         else:
-            summary = describe_library(args.folder, out, options)
+            summary = describe_library(args.folder, out, options, progress=False if args.quiet else None)
     except KeyboardInterrupt:
         print(f"edgecap: stopped; what is in {out} is kept, run the same command again to go on",
               file=sys.stderr)
@@ -395,6 +379,7 @@ def register_cli(subparsers) -> None:
                    help="worker processes (default 1; at most the cores); with --ray: model actors")
     p.add_argument("--batch-size", type=int, default=DescribeOptions.batch_size, help="photos per worker task")
     p.add_argument("--read-text", action="store_true", help="also read the text in each photo")
+    p.add_argument("--quiet", action="store_true", help="no progress line (with a screen reader: only the summary)")
     p.add_argument("--detail", choices=["brief", "detailed"], default="brief")
     p.add_argument("--beams", type=int, default=None, help="beam size 1-8")
     p.add_argument("--no-rerank", action="store_true", help="skip checking candidates against the model's memory")

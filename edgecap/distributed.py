@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import resource
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from edgecap.describe import DescribeOptions, BatchDescriber, Library, Progress, Summary, load_text_reader
+from edgecap.dataset_eval import Progress
+from edgecap.describe import (BatchDescriber, DescribeOptions, Library, Summary, end_progress, load_text_reader,
+                              show_progress)
 from edgecap.photos import HEIF_SUFFIXES, PHOTO_SUFFIXES, find_photos
 
 log = logging.getLogger("edgecap")
@@ -59,7 +60,7 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
 def describe_on_ray(source: str | Path, out: str | Path, options: DescribeOptions, concurrency: int = 2,
                     batch_size: int = 8, address: str | None = None, parquet: str | None = None,
-                    progress_stream=sys.stderr) -> Summary:
+                    progress: bool | None = None) -> Summary:
     """Describe every photo under `source` (a folder, or a URI the cluster can read, e.g. s3://bucket/photos)."""
     try:
         import ray
@@ -90,14 +91,14 @@ def describe_on_ray(source: str | Path, out: str | Path, options: DescribeOption
     if parquet:
         described = described.materialize()  # describe once, then write both outputs
         described.drop_columns(["rss_mb"]).write_parquet(parquet)
-    progress = Progress(total or 0, progress_stream)
+    bar = Progress(total or 0, "describe", False if total is None else progress)
     try:
         for batch in described.iter_batches(batch_size=None, batch_format="numpy"):
             for text in batch["record"]:
                 library.add(json.loads(text))
             library.summary.worker_rss_mb = max(library.summary.worker_rss_mb, float(batch["rss_mb"].max()))
-            progress.update(library.summary)
+            show_progress(bar, library.summary, total or 0)
     finally:
-        progress.close()
+        end_progress(bar, library.summary)
         library.close()
     return library.summary
