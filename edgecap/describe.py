@@ -212,8 +212,14 @@ class Library:
         if self.out.exists():
             self._load()
         self.out.parent.mkdir(parents=True, exist_ok=True)
+        if self.out.exists() and self.out.stat().st_size:
+            with open(self.out, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                cut_short = f.read(1) != b"\n"
+        else:
+            cut_short = False
         self._file = open(self.out, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        if self.out.stat().st_size and not self.out.read_bytes().endswith(b"\n"):
+        if cut_short:
             self._file.write("\n")  # a kill mid-line left half a record: start clean after it
 
     def _load(self) -> None:
@@ -265,6 +271,7 @@ class Library:
         try:
             write_sidecar(record["path"], self.sidecar, record["caption"])
         except SidecarError as exc:
+            self.summary.failed += 1
             print(f"edgecap: error: {exc}", file=sys.stderr)
 
     def close(self) -> None:

@@ -199,6 +199,16 @@ def test_large_jpegs_are_decoded_scaled_small_ones_exactly(tmp_path, photos):
     assert jpeg_size(b"\x89PNG\r\n") is None
 
 
+def test_a_sidecar_that_is_not_xmp_is_left_alone(tmp_path):
+    from edgecap.sidecars import SidecarError
+
+    photo = tmp_path / "IMG_2.jpg"
+    (tmp_path / "IMG_2.jpg.xmp").write_text("my own notes, not XML")
+    with pytest.raises(SidecarError, match="IMG_2.jpg.xmp"):
+        write_sidecar(photo, "xmp", "A cat.")
+    assert (tmp_path / "IMG_2.jpg.xmp").read_text() == "my own notes, not XML"
+
+
 def test_workers_times_threads_never_exceed_the_cores():
     for cores in (1, 2, 4, 16):
         for workers in (1, 2, 3, 8):
