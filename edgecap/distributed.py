@@ -83,8 +83,12 @@ def describe_on_ray(source: str | Path, out: str | Path, options: DescribeOption
     start_ray(address, num_cpus=None if address else concurrency * options.threads)
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
-    # Reading is I/O: at 0 CPUs it never waits behind the actors that hold every core.
-    described = (ray.data.read_binary_files(paths, include_paths=True, file_extensions=suffixes, num_cpus=0)
+    # Reading is I/O: at 0 CPUs it never waits behind the actors that hold every core (with
+    # ray.init(num_cpus=2) and 2 actors it deadlocked), and a few read tasks at a time are plenty
+    # (unbounded, Ray started a worker process per pending read: 16 on 2 cores).
+    reads = max(1, concurrency // 4)
+    described = (ray.data.read_binary_files(paths, include_paths=True, file_extensions=suffixes, num_cpus=0,
+                                            concurrency=reads)
                  .map_batches(RayDescriber, fn_constructor_kwargs={"options": options, "done": library.done},
                               compute=ray.data.ActorPoolStrategy(size=concurrency), batch_size=batch_size,
                               num_cpus=options.threads, batch_format="numpy"))
