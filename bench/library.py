@@ -1,6 +1,6 @@
 """Throughput of `edgecap describe` over a generated photo library: 1 and 2 workers, and Ray.
 
-    python bench/library.py [--photos 200] [--runs worker1 worker2 ray] [--json runs/library.json]
+    python bench/library.py [--photos 200] [--runs worker1 worker2 ray] [--rounds 1] [--json runs/library.json]
 
 Writes `--photos` synthetic scenes (gradient sky and ground, a few shapes, noise; JPEG, PNG
 and WebP; 320-1024 px) plus the four example photos to a temporary folder, then runs
@@ -19,6 +19,7 @@ import os
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -101,28 +102,41 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=200)
     parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS))
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the runs, in reverse order every other round (the load of a shared "
+                             "machine drifts); reports each round's ratio to the first run and the medians")
     parser.add_argument("--extra", default="", help="more describe arguments, e.g. '--no-rerank'")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    results = {"photos": args.photos + 4, "cores": len(os.sched_getaffinity(0)), "load_before": os.getloadavg()[0],
+               "rounds": []}
     with tempfile.TemporaryDirectory(prefix="edgecap-library-") as tmp:
         folder = Path(tmp) / "photos"
         write_generated_photos(folder, args.photos)
         for photo in sorted((REPO / "assets").glob("*.jpg")):
             shutil.copy(photo, folder / photo.name)
-        results = {"photos": args.photos + 4, "cores": len(os.sched_getaffinity(0)),
-                   "load_before": os.getloadavg()[0]}
-        for name in args.runs:
-            results[name] = run_once(folder, Path(tmp) / f"{name}.jsonl", RUNS[name] + args.extra.split())
-            first = Path(tmp) / f"{args.runs[0]}.jsonl"
-            results[name]["same_captions_as_" + args.runs[0]] = agreement(first, Path(tmp) / f"{name}.jsonl")
-            print(name, json.dumps(results[name]), file=sys.stderr, flush=True)
-            if args.json:  # after every run: a long benchmark that is stopped keeps what it measured
+        first = Path(tmp) / f"{args.runs[0]}.jsonl"
+        for number in range(args.rounds):
+            round_ = {}
+            for name in (args.runs if number % 2 == 0 else args.runs[::-1]):
+                out = Path(tmp) / f"{name}.jsonl"
+                out.unlink(missing_ok=True)
+                round_[name] = run_once(folder, out, RUNS[name] + args.extra.split())
+                print(number, name, json.dumps(round_[name]), file=sys.stderr, flush=True)
+            for name in args.runs:
+                round_[name]["same_captions_as_" + args.runs[0]] = agreement(first, Path(tmp) / f"{name}.jsonl")
+                round_[name]["ratio_to_" + args.runs[0]] = round(
+                    round_[name]["photos_per_s"] / round_[args.runs[0]]["photos_per_s"], 3)
+            results["rounds"].append(round_)
+            if args.json:  # after every round: a long benchmark that is stopped keeps what it measured
                 args.json.parent.mkdir(parents=True, exist_ok=True)
                 args.json.write_text(json.dumps(results, indent=2) + "\n")
-        results["load_after"] = os.getloadavg()[0]
+    results["load_after"] = os.getloadavg()[0]
+    for key in ("photos_per_s", "cpu_s", "ratio_to_" + args.runs[0]):
+        results["median_" + key] = {name: statistics.median(r[name][key] for r in results["rounds"])
+                                    for name in args.runs}
     print(json.dumps(results, indent=2))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
