@@ -26,7 +26,6 @@ from edgecap.dataset_eval import Progress
 from edgecap.decoding import DecodingOptions, preset
 from edgecap.image import ImageError
 from edgecap.photos import decode_photo, find_photos, photo_hash
-from edgecap.providers import default_threads
 from edgecap.sidecars import SIDECAR_KINDS, SidecarError, sidecar_path, write_sidecar
 
 log = logging.getLogger("edgecap")
@@ -61,6 +60,8 @@ def usable_cores() -> int:
 
 def plan_workers(workers: int, threads: int | None, cores: int | None = None) -> tuple[int, int]:
     """(workers, threads each) with workers x threads <= cores: oversubscribing only adds switching."""
+    from edgecap.providers import default_threads
+
     cores = cores or usable_cores()
     if workers > cores:
         log.warning("%d workers asked for, %d cores usable: running %d", workers, cores, cores)
