@@ -54,12 +54,16 @@ class SpokenCaption(CaptionResult):
     named: tuple[str, ...] = ()  # what the sentence names: COCO classes and ImageNet names
     model_caption: str = ""  # the candidate the sentence came from, or the model's first choice
     support: float = 0.0  # grounding margin of model_caption (edgecap.grounding.Verdict.margin)
+    text: str | None = None  # legible text read in the photo (with read_text), "" when none
 
     def to_json(self) -> dict:
-        return {"caption": self.caption, "confidence": self.confidence,
-                "objects": [{"name": d.name, "score": round(d.score, 3), "box": [round(v, 3) for v in d.box]}
-                            for d in self.objects],
-                "faces": self.faces, "tokens": self.tokens, "ms": round(self.ms, 2), "status": self.status}
+        record = {"caption": self.caption, "confidence": self.confidence,
+                  "objects": [{"name": d.name, "score": round(d.score, 3), "box": [round(v, 3) for v in d.box]}
+                              for d in self.objects],
+                  "faces": self.faces, "tokens": self.tokens, "ms": round(self.ms, 2), "status": self.status}
+        if self.text is not None:
+            record["text"] = self.text
+        return record
 
 
 @dataclass(frozen=True)
@@ -96,9 +100,13 @@ class Describer:
         return cached[1]
 
     # --- entry points ----------------------------------------------------------------
-    def describe(self, images: list[np.ndarray], options: DecodingOptions = DecodingOptions()
-                 ) -> list[SpokenCaption]:
-        """The spoken sentence for each RGB uint8 frame."""
+    def describe(self, images: list[np.ndarray], options: DecodingOptions = DecodingOptions(),
+                 read_text=None) -> list[SpokenCaption]:
+        """The spoken sentence for each RGB uint8 frame.
+
+        read_text: None, or RGB -> (clause, text) (edgecap.read_aloud.caption_text_reader); the
+        clause ("It says: STOP.") is added to the sentence of every describable frame.
+        """
         start = time.perf_counter()
         results: list[SpokenCaption | None] = [None] * len(images)
         frames, describable = [], []
@@ -117,6 +125,10 @@ class Describer:
             per_image = (time.perf_counter() - start) * 1000 / len(describable)
             for i in describable:
                 results[i].ms = per_image  # type: ignore[union-attr]
+        if read_text is not None:
+            for i, rgb in zip(describable, frames):
+                clause, results[i].text = read_text(rgb)  # type: ignore[union-attr]
+                results[i].caption = f"{results[i].caption} {clause}".strip()  # type: ignore[union-attr]
         return results  # type: ignore[return-value]
 
     def describe_features(self, frames: list[np.ndarray], features, options: DecodingOptions = DecodingOptions()

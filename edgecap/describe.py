@@ -8,7 +8,6 @@ record is not written yet, and a renamed or copied photo reuses its description.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -93,16 +92,15 @@ def describe_batch(captioner, items: list[tuple[str, bytes]], options: DescribeO
             continue
         try:
             rgb = decode_photo(data, path, 4 * max(captioner.bundle.preprocessing.image_size))
-            result = spoken_caption(captioner, rgb, options.decoding)
+            result = spoken_caption(captioner, rgb, options.decoding, read_text)
             record = {"path": path, "sha256": sha, "caption": result.caption, "status": result.status}
             fields = result.to_json() if hasattr(result, "to_json") else {}
             for name in RESULT_FIELDS:
                 value = fields.get(name, getattr(result, name, None))
                 if value is not None:
                     record[name] = _plain(value)
-            if read_text is not None and result.status == "ok":  # as `edgecap caption --read-text`
-                clause, record["text"] = read_text(rgb)
-                record["caption"] = f"{record['caption']} {clause}".strip()
+            if getattr(result, "text", None) is not None:
+                record["text"] = result.text
             record["model"] = captioner.bundle.name
             record["ms"] = round(result.ms, 1)
         except ImageError as exc:
@@ -115,14 +113,12 @@ def describe_batch(captioner, items: list[tuple[str, bytes]], options: DescribeO
     return records
 
 
-def spoken_caption(captioner, rgb: np.ndarray, decoding: DecodingOptions):
-    """What `edgecap caption` says about one photo: the grounded decision (edgecap.caption, with its
-    confidence, objects and faces) where this build has it, else the captioner's own caption."""
-    if importlib.util.find_spec("edgecap.caption") is None:
-        return captioner.caption([rgb], decoding)[0]
+def spoken_caption(captioner, rgb: np.ndarray, decoding: DecodingOptions, read_text=None):
+    """What `edgecap caption` says about one photo: the grounded decision (edgecap.caption), with its
+    confidence, objects, faces and, with read_text, the text clause."""
     from edgecap.caption import describer_for
 
-    return describer_for(captioner).describe([rgb], decoding)[0]
+    return describer_for(captioner).describe([rgb], decoding, read_text)[0]
 
 
 def _plain(value):
@@ -141,21 +137,9 @@ def _plain(value):
 
 
 def load_text_reader(threads: int | None = 1):
-    """RGB -> (clause for the caption, the text read) from `edgecap read`'s reader, for --read-text."""
-    try:
-        from edgecap.read_aloud import text_for_caption
-        from edgecap.reading import ReadOptions, model_dir
-    except ImportError as exc:
-        raise ValueError(f"--read-text needs the text reader (edgecap.reading), which cannot be loaded here: "
-                         f"{exc}") from None
-    model_dir()  # a missing OCR package or model is one error line now, not one per photo
-    options = ReadOptions(threads=threads)  # the worker's share of the cores, as for the captioner
+    from edgecap.read_aloud import caption_text_reader
 
-    def read(rgb: np.ndarray) -> tuple[str, str]:
-        clause, reading = text_for_caption(rgb, options)
-        return clause, reading.text
-
-    return read
+    return caption_text_reader(threads)
 
 
 class BatchDescriber:

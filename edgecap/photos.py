@@ -76,7 +76,7 @@ class Voice:
         return not self.failed
 
 
-def describe_file(captioner, path: str, options, read_text: bool = False) -> dict:
+def describe_file(captioner, path: str, options, read_text=None) -> dict:
     """One photo -> {path, caption (as said), confidence, objects, faces, tokens, ms, status[, message][, text]};
     never raises for a bad file."""
     name = display_name(path)
@@ -84,14 +84,9 @@ def describe_file(captioner, path: str, options, read_text: bool = False) -> dic
     record: dict = {"path": name, "caption": None, "tokens": [], "ms": 0.0, "status": "error"}
     try:
         image = read_image(path)
-        result = describer_for(captioner).describe([image], options)[0]
+        result = describer_for(captioner).describe([image], options, read_text)[0]
         if result.caption.strip():
             record.update(result.to_json())
-            if read_text and result.status == "ok":
-                from edgecap.read_aloud import text_for_caption
-
-                clause, reading = text_for_caption(image)
-                record.update(caption=f"{result.caption} {clause}".strip(), text=reading.text)
         else:
             record["message"] = f"{name}: the model produced no words; nothing to say"
         del image  # freed before the next file is read
@@ -111,8 +106,13 @@ def describe_file(captioner, path: str, options, read_text: bool = False) -> dic
 def caption_files(args, captioner, options, voice: Voice) -> int:
     """Print (or collect as JSON) one record per path; 1 when any file was not described."""
     records, code = [], 0
+    read_text = None
+    if getattr(args, "read_text", False):
+        from edgecap.read_aloud import caption_text_reader
+
+        read_text = caption_text_reader(captioner.threads)
     for path in args.paths:
-        record = describe_file(captioner, path, options, getattr(args, "read_text", False))
+        record = describe_file(captioner, path, options, read_text)
         if record["status"] in ("error", "incomplete"):
             code = 1
             print(f"edgecap: error: {record['message']}", file=sys.stderr, flush=True)

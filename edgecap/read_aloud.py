@@ -80,6 +80,26 @@ def text_for_caption(rgb: np.ndarray, options: ReadOptions = ReadOptions()) -> t
     return caption_clause(reading), reading
 
 
+def caption_text_reader(threads: int | None = 1):
+    """RGB -> (clause for the caption, the text read), for `caption --read-text` and `describe --read-text`.
+
+    Loads the OCR models now, so that a missing package or model is one error line, not one per photo.
+    """
+    try:
+        from edgecap.reading import ReadOptions, model_dir
+    except ImportError as exc:
+        raise ValueError(f"--read-text needs the text reader (edgecap.reading), which cannot be loaded here: "
+                         f"{exc}") from None
+    model_dir()
+    options = ReadOptions(threads=threads)  # the caller's share of the cores, as for the captioner
+
+    def read(rgb: np.ndarray) -> tuple[str, str]:
+        clause, reading = text_for_caption(rgb, options)
+        return clause, reading.text
+
+    return read
+
+
 # --- the command line -------------------------------------------------------------------------
 def register_cli(subparsers) -> None:
     p = subparsers.add_parser("read", help="read the text in photos aloud",
