@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -101,8 +102,7 @@ class OnnxDecoder:
         self.past_shape = past.shape if not self.layered else [n_layers, *past.shape]  # (L, B, H, P, hd)
         meta = session.get_modelmeta().custom_metadata_map
         self.broadcast_visual = self.layered and meta.get("edgecap.visual_broadcast") == "1"
-        self._binding = session.io_binding()
-        self._bound: dict = {}
+        self._per_thread = threading.local()  # an IO binding is not thread-safe: narration streams share sessions
 
     def _value(self, array: np.ndarray):
         return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device)
@@ -128,10 +128,13 @@ class OnnxDecoder:
     def step(self, input_ids, cache, visual_rows, gain):
         """One decoder run. The binding persists between runs, so inputs that did not change since the
         last step (visual keys/values, a constant gain) are not bound again."""
-        binding = self._binding
+        state = self._per_thread
+        if not hasattr(state, "binding"):
+            state.binding, state.bound = self.session.io_binding(), {}
+        binding = state.binding
         binding.bind_cpu_input("input_ids", np.ascontiguousarray(input_ids, dtype=np.int64))
-        fresh_visual = visual_rows is not self._bound.get("visual")
-        fresh_gain = gain is not self._bound.get("gain")
+        fresh_visual = visual_rows is not state.bound.get("visual")
+        fresh_gain = gain is not state.bound.get("gain")
         if self.layered:
             for layer in range(self.n_layers):
                 binding.bind_ortvalue_input(f"past_k_{layer}", cache[0][layer])
@@ -150,7 +153,7 @@ class OnnxDecoder:
             if fresh_gain:
                 binding.bind_cpu_input("visual_gain", np.ascontiguousarray(gain))
         # keep what is bound alive and recognisable (bind_cpu_input does not copy)
-        self._bound = {"visual": visual_rows, "gain": gain}
+        state.bound = {"visual": visual_rows, "gain": gain}
         binding.clear_binding_outputs()  # a bound output would be reused as a buffer of the old shape
         for name in self._output_names():
             binding.bind_output(name, self.device if name.startswith("present") else "cpu")
