@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _plugins():
     """Sub-commands that live in their own modules (narrate, eval)."""
     found = []
-    for module_name in ("edgecap.narrate", "edgecap.dataset_eval"):
+    for module_name in ("edgecap.narrate", "edgecap.dataset_eval", "edgecap.app"):  # app: Qt loads only when run
         try:
             module = __import__(module_name, fromlist=["register_cli"])
         except ImportError as exc:
