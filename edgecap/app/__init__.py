@@ -16,7 +16,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("images", nargs="*", type=Path, help="photos to describe at start")
     p.add_argument("--screenshot", type=Path, metavar="OUT.png",
                    help="render the window to this PNG (after describing --image) and exit")
-    p.add_argument("--image", type=Path, metavar="PHOTO", help="with --screenshot: the photo to describe first")
+    p.add_argument("--image", type=Path, metavar="PHOTO",
+                   help="the picture Describe now uses while there is no camera (with --screenshot: described first)")
     p.add_argument("--camera", type=int, metavar="N", help="camera number for this run (-1: none)")
     p.add_argument("--settings", type=Path, metavar="FILE", help="settings file (default: the platform config folder)")
     p.set_defaults(func=cmd_app)

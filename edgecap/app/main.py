@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QApplication
 
 from edgecap.app.settings import config_file, load_settings
 from edgecap.app.window import MainWindow
+from edgecap.image import ImageError, read_image
 
 ICON = Path(__file__).resolve().parent / "resources" / "edgecap.svg"
 
@@ -50,12 +51,24 @@ def run(args) -> int:
     window.resize(1000, 760)
     window.show()
     window.caption.setFocus()
-    images = list(args.images) + ([args.image] if args.image else [])
-    opened = window.open_paths(images) if images else 0
+    bad = 0
+    if args.image is not None:
+        try:
+            window.set_picture(read_image(args.image), args.image.name)
+        except ImageError as exc:
+            window.set_status(str(exc), speak=True)
+            print(f"edgecap: error: {exc}", file=sys.stderr)
+            bad += 1
+        else:
+            if args.screenshot is not None:
+                window.on_describe()
+    opened = window.open_paths(args.images)
+    bad += len(args.images) - opened
     if args.screenshot is None:
         code = app.exec()
-        return code if not (images and opened < len(images)) else 1
-    return screenshot(app, window, args.screenshot, expect=window.history.count() + opened, bad=len(images) - opened)
+        return code or (1 if bad else 0)
+    expect = opened + (1 if args.image is not None and not bad else 0)
+    return screenshot(app, window, args.screenshot, expect=expect, bad=bad)
 
 
 def screenshot(app, window: MainWindow, out: Path, expect: int, bad: int) -> int:

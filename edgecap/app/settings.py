@@ -66,7 +66,7 @@ def config_file() -> Path:
 
 def load_settings(path: Path | None = None) -> tuple[AppSettings, str | None]:
     """The saved settings and, when some could not be used, one line saying why."""
-    path = path or config_file()
+    path = Path(path) if path else config_file()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -92,7 +92,7 @@ def load_settings(path: Path | None = None) -> tuple[AppSettings, str | None]:
 
 
 def save_settings(settings: AppSettings, path: Path | None = None) -> Path:
-    path = path or config_file()
+    path = Path(path) if path else config_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(asdict(settings), indent=2) + "\n", encoding="utf-8")

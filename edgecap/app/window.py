@@ -239,9 +239,13 @@ class MainWindow(QMainWindow):
             count += 1
         return count
 
-    def describe_picture(self, rgb: np.ndarray, label: str) -> None:
+    def set_picture(self, rgb: np.ndarray, label: str) -> None:
+        """The picture that Describe and Read use while there is no camera picture."""
         self.image = (label, rgb)
         self._show_preview(qimage_from_rgb(rgb))
+
+    def describe_picture(self, rgb: np.ndarray, label: str) -> None:
+        self.set_picture(rgb, label)
         self._request("describe", rgb, label)
 
     def _current_picture(self):
