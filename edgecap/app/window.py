@@ -136,6 +136,7 @@ class MainWindow(QMainWindow):
         self.status.setObjectName("status")
         _describe(self.status, "", "Status line.")
         self.statusBar().addWidget(self.status, 1)
+        self.statusBar().setSizeGripEnabled(False)  # an unnamed grip is noise to a screen reader
 
         self.buttons: dict[str, Button] = {}
         grid = QGridLayout()
