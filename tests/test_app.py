@@ -256,3 +256,33 @@ def test_screenshot_command_renders_a_described_photo(tmp_path):
 
     image = QImage(str(out))
     assert image.width() >= 800 and image.height() >= 600
+
+
+def test_the_readme_keyboard_map_is_the_apps():
+    from edgecap.app.keymap import markdown_table
+
+    assert markdown_table() in (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def test_closing_stops_camera_narration_and_speech(make_window, qtbot):
+    from edgecap.frames import Looping, Paced
+
+    cat = read_image(ASSETS / "chelsea.jpg")
+    window = make_window(open_source=lambda: Paced(Looping(lambda: MemorySource([cat] * 5, fps=10))))
+    qtbot.waitUntil(lambda: bool(window.camera.running), timeout=5000)
+    QTest.keyClick(window.caption, Qt.Key.Key_N)
+    qtbot.waitUntil(lambda: window.camera.narrator is not None, timeout=30_000)
+    window.close()
+    assert not window.camera._thread.is_alive()
+    assert not window.speech._thread.is_alive()
+
+
+def test_a_missing_speech_engine_is_shown_and_announced(make_window, qtbot, monkeypatch):
+    import edgecap.speech as speech
+
+    monkeypatch.setattr(speech, "espeak_binary", lambda: None)  # as on a machine without espeak-ng
+    monkeypatch.setattr(speech, "pyttsx3_available", lambda: False)
+    window = make_window(AppSettings(camera=-1, voice="auto", earcons=False))
+    assert any(a.startswith("No speech engine found") for a in window.announced)
+    window.show_sentence("Probably a cat on a sofa.", "hedged", "test")
+    assert window.confidence.text() == "Confidence: not certain"
