@@ -4,6 +4,7 @@ This module is imported by the core CLI and must not import Qt; main.py does.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -29,6 +30,13 @@ def cmd_app(args) -> int:
     except ImportError:
         print(f"edgecap: error: {INSTALL_HINT}", file=sys.stderr)
         return 2
+    if sys.platform.startswith("linux") and not any(os.environ.get(v) for v in ("DISPLAY", "WAYLAND_DISPLAY",
+                                                                                "QT_QPA_PLATFORM")):
+        if args.screenshot is None:
+            print("edgecap: error: edgecap app needs a desktop session (DISPLAY and WAYLAND_DISPLAY are not set)",
+                  file=sys.stderr)
+            return 2
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"  # a screenshot can still be rendered without a display
     from edgecap.app.main import run
 
     return run(args)
