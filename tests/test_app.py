@@ -311,3 +311,26 @@ def test_a_dropped_photo_is_described(make_window, qtbot):
                                 Qt.KeyboardModifier.NoModifier))
     qtbot.waitUntil(lambda: window.history.count() == 1, timeout=60_000)
     assert "astronaut.jpg" in window.history.item(0).text()
+
+
+def test_the_settings_dialog_is_labelled_and_its_choices_are_applied_and_saved(make_window, qtbot):
+    from edgecap.app.settings_dialog import SettingsDialog
+
+    window = make_window()
+    dialog = SettingsDialog(window.settings, window)
+    fields = [w for w in dialog.findChildren(QWidget)  # qt_*: a spin box's own line edit and the like
+              if w.focusPolicy() != Qt.FocusPolicy.NoFocus and not w.objectName().startswith("qt_")
+              and w.isVisibleTo(dialog)]
+    assert len(fields) >= 11
+    for widget in fields:
+        assert accessible(widget).strip(), f"{widget} has no accessible name"
+    dialog.speaker.setCurrentIndex(dialog.speaker.findData("screen_reader"))
+    dialog.font_size.setValue(40)
+    dialog.high_contrast.setChecked(False)
+    dialog.sensitivity.setCurrentIndex(dialog.sensitivity.findData("high"))
+    new = dialog.result_settings()
+    window.apply_settings(new)
+    assert load_settings(window.settings_path) == (new, None)
+    assert window.voice.through_reader and "font-size: 40pt" in window.styleSheet()
+    assert new.scene_threshold == 0.22
+    qtbot.waitUntil(lambda: "Settings saved." in window.announced, timeout=5000)
