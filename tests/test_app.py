@@ -160,6 +160,7 @@ def test_a_pasted_image_is_described(make_window, qtbot):
     QTest.keySequence(window.caption, QKeySequence("Ctrl+V"))
     qtbot.waitUntil(lambda: window.history.count() == 1, timeout=60_000)
     assert "rocket.jpg" in window.history.item(0).text()
+    QGuiApplication.clipboard().clear()  # the clipboard owns the data; left there it crashes Qt's exit
 
 
 def test_a_fake_frame_source_drives_narration(make_window, qtbot, captioner):
