@@ -11,6 +11,7 @@ import sys
 import time
 
 import pyatspi
+from gi.repository import GLib
 
 CAPTION_DESCRIPTION = "The latest description, as it was spoken."
 
@@ -71,12 +72,41 @@ def main(out_path, timeout=120.0):
     history = find(frame, lambda a: a.getRole() == pyatspi.ROLE_LIST and a.name == "History")
     report = {"tree": walk(app), "before": {"name": caption.name, "text": text_of(caption)}}
     describe = find(frame, lambda a: a.getRole() == pyatspi.ROLE_PUSH_BUTTON and a.name == "Describe now")
-    report["describe_actions"] = press(describe)
+    # What the app hands to the screen reader to say (QAccessibleAnnouncementEvent -> AT-SPI
+    # object:announcement), heard while Describe runs, as Orca would hear it.
+    report["announcements"] = []
+    pyatspi.Registry.registerEventListener(lambda event: report["announcements"].append(str(event.any_data)),
+                                           "object:announcement")
+    # Name changes as a screen reader is told of them (its cached names follow these events).
+    report["name_changes"] = []
+    pyatspi.Registry.registerEventListener(
+        lambda event: report["name_changes"].append([event.source.getRoleName(), str(event.any_data)]),
+        "object:property-change:accessible-name")
     deadline = time.monotonic() + timeout
-    while caption.name == report["before"]["name"] and time.monotonic() < deadline:
-        time.sleep(0.2)
-    time.sleep(0.5)
+
+    t0 = time.monotonic()
+
+    def start():
+        report["describe_actions"] = press(describe)
+        report["pressed_after_s"] = round(time.monotonic() - t0, 2)
+        return False
+
+    def wait_for_change():
+        changed = caption.name != report["before"]["name"]
+        heard = changed and caption.name in report["announcements"]
+        if heard or time.monotonic() > deadline or (changed and time.monotonic() > settle[0]):
+            pyatspi.Registry.stop()
+            return False
+        if not changed:
+            settle[0] = time.monotonic() + 5.0  # once changed, give the announcement 5 s to arrive
+        return True
+
+    settle = [0.0]
+    GLib.timeout_add(50, start)
+    GLib.timeout_add(200, wait_for_change)
+    pyatspi.Registry.start()
     report["after"] = {"name": caption.name, "text": text_of(caption)}
+    report["after_s"] = round(time.monotonic() - t0, 2)
     report["history"] = [history.getChildAtIndex(i).name for i in range(history.childCount)]
     quit_item = find(frame, lambda a: a.getRole() == pyatspi.ROLE_MENU_ITEM and a.name == "Quit")
     report["quit_actions"] = press(quit_item)

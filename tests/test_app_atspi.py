@@ -140,6 +140,10 @@ def test_the_screen_reader_sees_every_control_and_hears_describe(desktop, tmp_pa
     assert seen["after"]["name"] == expected.caption
     assert seen["after"]["text"] in (None, expected.caption)  # Qt gives labels no AT-SPI Text interface today
     assert expected.caption in seen["history"][0]
+    # With no speech engine (the settings say voice "none") the screen reader is the voice:
+    # the sentence went out on the AT-SPI bus as an announcement for Orca to say.
+    assert expected.caption in seen["announcements"]
+    assert ["label", expected.caption] in seen["name_changes"]  # a screen reader is told the label changed
 
 
 def test_a_real_window_screenshot_under_xvfb(desktop, tmp_path):

@@ -213,7 +213,7 @@ class MainWindow(ActionHandlers, QMainWindow):
             self.say(text)
 
     def show_sentence(self, text: str, confidence: str | None, source: str, status: str = "ok") -> None:
-        self.caption.setText(text)
+        self.caption.setText(text)  # Qt tells AT-SPI clients the label's name changed (the walk checks it)
         if status != "ok":
             self.confidence.setText(f"Confidence: nothing to describe ({status})")
         elif confidence is None:
