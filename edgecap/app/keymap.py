@@ -55,6 +55,6 @@ def help_text() -> str:
 def markdown_table() -> str:
     """The README's keyboard map (tests/test_app.py checks the README still says this)."""
     rows = ["| Key | Action |", "|---|---|"]
-    rows += [f"| {' / '.join(f'`{k}`' for k in a.keys)} | {a.label.rstrip('…')}"
+    rows += [f"| {' / '.join(f'`{k}`' for k in a.keys)} | {a.label.rstrip('…')}{' on/off' if a.checkable else ''}"
              f"{' (once text reading is installed)' if a.id == 'read' else ''} |" for a in ACTIONS]
     return "\n".join(rows)
