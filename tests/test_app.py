@@ -113,7 +113,7 @@ def test_each_shortcut_triggers_its_action(make_window, qtbot, monkeypatch):
 def test_read_text_is_disabled_with_a_reason_until_text_reading_exists(make_window, qtbot):
     window = make_window()
     try:
-        import edgecap.reading  # noqa: F401
+        from edgecap.reading import shared_reader  # noqa: F401
     except ImportError:
         assert not window.actions["read"].isEnabled()
         assert "not available" in accessible(window.buttons["read"], QAccessible.Text.Description)
@@ -121,6 +121,22 @@ def test_read_text_is_disabled_with_a_reason_until_text_reading_exists(make_wind
         assert window.history.count() == 0
     else:
         assert window.actions["read"].isEnabled()
+
+
+def test_t_reads_the_text_of_the_open_picture(make_window, qtbot):
+    pytest.importorskip("edgecap.reading")
+    pytest.importorskip("rapidocr")
+    import cv2
+    import numpy as np
+
+    sign = np.full((240, 640, 3), 255, np.uint8)  # a plain sign, black on white
+    cv2.putText(sign, "EMERGENCY EXIT", (20, 140), cv2.FONT_HERSHEY_SIMPLEX, 2.0, (0, 0, 0), 5, cv2.LINE_AA)
+    window = make_window()
+    window.set_picture(sign, "sign")
+    QTest.keyClick(window.caption, Qt.Key.Key_T)
+    qtbot.waitUntil(lambda: window.history.count() == 1, timeout=60_000)
+    assert "EMERGENCY EXIT" in window.caption.text().upper()
+    assert "text in sign" in window.history.item(0).text()
 
 
 def test_space_on_a_focused_button_presses_that_button(make_window, qtbot):

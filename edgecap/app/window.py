@@ -7,7 +7,6 @@ description; messages are spoken by the chosen voice (edgecap or the screen read
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from pathlib import Path
@@ -33,15 +32,20 @@ NOTHING_YET = "Nothing described yet. Press Space to describe."
 
 
 def find_reader():
-    """(read function, None) when text reading is installed, else (None, why not)."""
+    """(rgb -> the text to say, None) when text reading (edgecap.reading) is installed, else (None, why not)."""
     try:
-        module = importlib.import_module("edgecap.reading")
+        from edgecap.reading import shared_reader
     except ImportError as exc:
         return None, f"Reading text is not available in this version of edgecap ({exc})."
-    for name in ("read_text", "read_image_text", "read"):
-        if callable(getattr(module, name, None)):
-            return getattr(module, name), None
-    return None, "Reading text is not available: edgecap.reading has no read function."
+    try:
+        from edgecap.read_aloud import NO_TEXT, spoken_blocks  # what `edgecap read` says, block by block
+    except ImportError:
+        NO_TEXT, spoken_blocks = "No text found.", lambda reading: [reading.text] if reading.text else []
+
+    def read(rgb: np.ndarray) -> str:
+        return " ".join(spoken_blocks(shared_reader().read(rgb))) or NO_TEXT
+
+    return read, None
 
 
 class Button(QToolButton):
