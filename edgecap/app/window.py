@@ -98,7 +98,7 @@ class MainWindow(ActionHandlers, QMainWindow):
         self.worker.described.connect(self._described)
         self.worker.read_done.connect(self._text_read)
         self.worker.failed.connect(self._failed)
-        self.worker.ready.connect(lambda provider: self.set_status(f"Model ready ({provider})."))
+        self.worker.ready.connect(self._model_ready)
         self._start_speech()
         self.tones = None
         self.camera = Camera(open_source or self._open_camera, self._make_narrator)
@@ -288,6 +288,10 @@ class MainWindow(ActionHandlers, QMainWindow):
         self.confidence.setText("Text read from the picture")
         self.say(text, "caption")
         self.set_status(f"Read the text in {label}.")
+
+    def _model_ready(self, provider: str) -> None:
+        if self.status.text() == "Starting.":  # never over a message the user still needs
+            self.set_status(f"Ready. The model runs on {provider.replace('ExecutionProvider', '')}.")
 
     def _failed(self, job: int, label: str, message: str) -> None:
         self.set_status(f"{label}: {message}", speak=True)
