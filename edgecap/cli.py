@@ -77,13 +77,19 @@ def cmd_caption(args) -> int:
     records = []
     for i in range(0, len(readable), BATCH):
         chunk = readable[i:i + BATCH]
-        for (path, _), res in zip(chunk, captioner.caption([im for _, im in chunk], options)):
-            records.append({"path": path, "caption": res.caption, "tokens": res.tokens, "ms": round(res.ms, 2),
-                            "status": res.status})
+        for (path, image), res in zip(chunk, captioner.caption([im for _, im in chunk], options)):
+            caption, extra = res.caption, {}
+            if args.read_text and res.status == "ok":  # issue 14; moves into the caption module at merge
+                from edgecap.read_aloud import text_for_caption
+
+                clause, reading = text_for_caption(image)
+                caption, extra = f"{caption} {clause}".strip(), {"text": reading.text}
+            records.append({"path": path, "caption": caption, "tokens": res.tokens, "ms": round(res.ms, 2),
+                            "status": res.status, **extra})
             if not args.json:
-                print(res.caption if len(args.paths) == 1 else f"{path}: {res.caption}", flush=True)
+                print(caption if len(args.paths) == 1 else f"{path}: {caption}", flush=True)
             if args.speak:
-                _speak(res.caption, args.speech)
+                _speak(caption, args.speech)
     if args.json:
         print(json.dumps(records, indent=2))
     return 1 if failures else 0
@@ -129,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list with path, caption, tokens, ms")
     p.add_argument("--speak", action="store_true", help="also say each caption aloud")
     p.add_argument("--speech", default="auto", help="auto, pyttsx3, espeak or none")
+    p.add_argument("--read-text", action="store_true", help="add legible text to the caption (\"It says: STOP.\")")
     add_model_args(p)
     add_decoding_args(p)
     p.set_defaults(func=cmd_caption)
@@ -152,9 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _plugins():
-    """Sub-commands that live in their own modules (narrate, eval)."""
+    """Sub-commands that live in their own modules (narrate, eval, doctor, read, app)."""
     found = []
-    for module_name in ("edgecap.narrate", "edgecap.dataset_eval", "edgecap.app"):  # app: Qt loads only when run
+    for module_name in ("edgecap.narrate", "edgecap.dataset_eval", "edgecap.doctor", "edgecap.read_aloud",
+                        "edgecap.app"):  # app: Qt loads only when it runs
         try:
             module = __import__(module_name, fromlist=["register_cli"])
         except ImportError as exc:

@@ -18,11 +18,11 @@ from typing import Callable
 
 log = logging.getLogger("edgecap")
 
-COMMANDS = ("describe", "repeat", "stop", "faster", "slower", "mute", "unmute", "quit")
+COMMANDS = ("describe", "repeat", "read", "stop", "faster", "slower", "mute", "unmute", "quit")
 KEYS = {" ": "describe", "\n": "describe", "\r": "describe", "r": "repeat", "s": "stop", "+": "faster",
-        "=": "faster", "-": "slower", "_": "slower", "m": "mute", "u": "unmute", "q": "quit",
+        "=": "faster", "-": "slower", "_": "slower", "m": "mute", "u": "unmute", "q": "quit", "t": "read",
         "\x1b": "quit"}
-KEY_HELP = "keys: space describe, r repeat, s stop, + faster, - slower, m mute, u unmute, q quit"
+KEY_HELP = "keys: space describe, r repeat, t read text, s stop, + faster, - slower, m mute, u unmute, q quit"
 
 Handler = Callable[[str], None]
 

@@ -189,36 +189,46 @@ class Captioner:
     def caption_features(self, features: VisualFeatures, options: DecodingOptions = DecodingOptions()
                          ) -> list[CaptionResult]:
         start = time.perf_counter()
-        options = replace(options, max_length=min(options.max_length, self.arch.max_length - len(
-            self.bundle.tokens.prompt_ids)))
-        decoded = self._decode(features, options)
-        if options.rerank and self.memory is not None and options.temperature == 0:
-            decoded = self._rerank(features, options, decoded)
+        pools = self.candidates(features, options)
+        if len(pools[0]) > 1:
+            neighbours = self.memory.nearest(features.pooled)
+            decoded = [self._choose_by_memory(pool, near) for pool, near in zip(pools, neighbours)]
+        else:
+            decoded = [pool[0] for pool in pools]
         ms = (time.perf_counter() - start) * 1000 / max(len(features), 1)
         return [CaptionResult(caption=self.tokenizer.decode(d.tokens), tokens=d.tokens, ms=ms, logprob=d.logprob,
                               sparc_selected=d.selected_tokens) for d in decoded]
 
-    def _decode(self, features: VisualFeatures, options: DecodingOptions) -> list[Decoded]:
-        return decode(self.decoder, features, len(features), features.cross_k.shape[3], self.bundle.tokens,
-                      options, self.calibration_for(options))
+    def candidates(self, features: VisualFeatures, options: DecodingOptions = DecodingOptions()
+                   ) -> list[list[Decoded]]:
+        """Per image, the captions to choose from; the first is the plain decode (beam, greedy or sample).
 
-    def _rerank(self, features: VisualFeatures, options: DecodingOptions, best: list[Decoded]) -> list[Decoded]:
-        """Beam, greedy and sampled candidates; keep the one closest to what the memory says."""
+        With a memory and reranking on, the pool adds the greedy caption and sampled ones.
+        """
+        options = replace(options, max_length=min(options.max_length, self.arch.max_length - len(
+            self.bundle.tokens.prompt_ids)))
+        best = self._decode(features, options)
+        if not (options.rerank and self.memory is not None and options.temperature == 0):
+            return [[d] for d in best]
         settings = self.memory.settings
         n = len(features)
         greedy = self._decode(features, replace(options, beam_size=1)) if options.beam_size > 1 else []
         sampled = self._decode(features.take(np.repeat(np.arange(n), settings.samples)),
                                replace(options, beam_size=1, temperature=settings.temperature,
                                        seed=0 if options.seed is None else options.seed))
-        neighbours = self.memory.nearest(features.pooled)
-        chosen = []
-        for i in range(n):
-            pool = [best[i], *greedy[i:i + 1], *sampled[i * settings.samples:(i + 1) * settings.samples]]
-            texts = [self.tokenizer.decode(d.tokens) for d in pool]
-            unique = list(dict.fromkeys(texts))
-            pick = unique[self.memory.choose(unique, neighbours[i])]
-            chosen.append(pool[texts.index(pick)])
-        return chosen
+        return [[best[i], *greedy[i:i + 1], *sampled[i * settings.samples:(i + 1) * settings.samples]]
+                for i in range(n)]
+
+    def _decode(self, features: VisualFeatures, options: DecodingOptions) -> list[Decoded]:
+        return decode(self.decoder, features, len(features), features.cross_k.shape[3], self.bundle.tokens,
+                      options, self.calibration_for(options))
+
+    def _choose_by_memory(self, pool: list[Decoded], neighbours: np.ndarray) -> Decoded:
+        """The candidate closest to what the memory says about the nearest training photos."""
+        texts = [self.tokenizer.decode(d.tokens) for d in pool]
+        unique = list(dict.fromkeys(texts))
+        pick = unique[self.memory.choose(unique, neighbours)]
+        return pool[texts.index(pick)]
 
     def caption(self, images: list[np.ndarray], options: DecodingOptions = DecodingOptions()
                 ) -> list[CaptionResult]:

@@ -32,6 +32,7 @@ import cv2
 
 from edgecap.frames import (END, CameraSource, Capture, Frame, FrameSource, FrameSourceError, ImageFolderSource,
                             Looping, Paced, VideoSource, parse_size)
+from edgecap.providers import captioner_fallback
 from edgecap.scene import (ExposureChange, SameScene, SceneChange, SceneDetector, SceneOptions, TonePlayer,
                            brightness_to_pitch, colour_name)
 from edgecap.speech import REPEAT_THRESHOLD, SpeechWorker, make_voice, pick_engine
@@ -51,12 +52,12 @@ CUES = {
     "slower": "Slower.",
     "unmute": "Sound on.",
 }
-CHANNELS = ("scene", "light", "colour")
+CHANNELS = ("scene", "light", "colour", "text")
 
 
 @dataclass(frozen=True)
 class NarrateOptions:
-    channel: str = "scene"  # scene | light | colour
+    channel: str = "scene"  # scene | light | colour | text
     lost_after: float = 1.5  # seconds without a picture before "camera lost"
     retry_first: float = 0.5  # first reopen delay; doubles up to retry_max
     retry_max: float = 8.0
@@ -136,6 +137,8 @@ class Narrator:
         self._colour_seen: tuple[str, float] | None = None
         self._colour_said: str | None = None
         self._scene_count = 0
+        self._frame: Frame | None = None
+        self._text = None  # edgecap.text_channel.TextChannel, made on first use
 
     # --- control ------------------------------------------------------------------------------
     def command(self, word: str) -> None:
@@ -169,6 +172,10 @@ class Narrator:
                  fps=round(self.source.fps, 2) or None, size=list(size) if size else None,
                  provider=getattr(self.captioner, "provider", None))
         self.cue("ready", 0.0)
+        fallback = captioner_fallback(self.captioner) if self.captioner is not None else None
+        if fallback:  # the accelerator failed while loading: said once, the reason logged
+            self.fault(fallback, 0.0, source="model")
+            self.cue("cpu", 0.0)
         self.capture.start()
         errors_in_a_row = 0
         try:
@@ -197,6 +204,10 @@ class Narrator:
         finally:
             self._stop.set()
             self.capture.stop()
+            if self._text is not None:
+                if not self.quit_requested:
+                    self._text.idle()  # what is being read is still said
+                self._text.close()
             self.log("end", "", max(self._t, self.capture.t), **dict(self.stats))
         return 0
 
@@ -224,6 +235,8 @@ class Narrator:
                 self.cue("unmute", t)
             elif word == "quit":
                 self.quit()
+            elif word == "read":
+                self._text_channel().read_now(self._frame.rgb if self._frame else None, t)
 
     def _describe_now(self, t: float) -> None:
         if self.capture.health.lost:
@@ -232,6 +245,8 @@ class Narrator:
             self.detector.force()
         elif self.options.channel == "colour":
             self._colour_said = None  # the next frame names its colour again
+        elif self.options.channel == "text":
+            self._text_channel().read_now(self._frame.rgb if self._frame else None, t)
         else:
             self.speech.say(f"Brightness {round(self._last_brightness * 100 / 255)} percent.", "cue", t,
                             force=True)
@@ -239,7 +254,10 @@ class Narrator:
     # --- frames -------------------------------------------------------------------------------
     def _process(self, frame: Frame) -> None:
         self._t = frame.t
+        self._frame = frame
         self.stats["frames_analysed"] += 1
+        if self.options.channel == "text":
+            return self._text_channel().observe(frame.rgb, frame.t)
         if self.options.channel == "light":
             return self._light(frame)
         if self.options.channel == "colour":
@@ -275,6 +293,13 @@ class Narrator:
         self.log("caption", result.caption, change.t, scene=self._scene_count, speech=status,
                  forced=change.forced or None, distance=round(change.distance, 4),
                  pixel_change=round(change.pixel_change, 3), ms=round(getattr(result, "ms", 0.0), 1))
+
+    def _text_channel(self):
+        if self._text is None:
+            from edgecap.text_channel import TextChannel
+
+            self._text = TextChannel(self.speech.say, self.log)
+        return self._text
 
     def _model_failed(self, exc: ModelFailure, t: float) -> None:
         if isinstance(exc, ModelResting):
@@ -353,9 +378,11 @@ def register_cli(subparsers) -> None:
     p = subparsers.add_parser("narrate", help="describe the camera view out loud whenever it changes",
                               description="Describe what is in front of the camera, only when it changes.")
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--camera", type=int, metavar="N", help="OpenCV camera index")
-    where.add_argument("--video", type=Path, metavar="FILE", help="a video file")
-    where.add_argument("--images", type=Path, metavar="DIR", help="a slideshow of the photos in a folder")
+    # Each may be repeated: several sources share one loaded model (edgecap.streams).
+    where.add_argument("--camera", type=int, metavar="N", action="append", help="OpenCV camera index")
+    where.add_argument("--video", type=Path, metavar="FILE", action="append", help="a video file")
+    where.add_argument("--images", type=Path, metavar="DIR", action="append",
+                       help="a slideshow of the photos in a folder")
     p.add_argument("--camera-size", type=parse_size, metavar="WxH", help="ask the camera for this resolution")
     p.add_argument("--camera-fps", type=float, help="ask the camera for this frame rate")
     p.add_argument("--seconds-per-image", type=float, default=3.0, help="slideshow: seconds per photo")
@@ -365,7 +392,8 @@ def register_cli(subparsers) -> None:
                    help="play files at their own speed (default: as fast as captioning allows)")
     p.add_argument("--duration", type=float, help="stop after this many seconds of source time")
     p.add_argument("--channel", choices=[*CHANNELS, "color"], default="scene",
-                   help="scene: captions; light: a tone that rises with brightness; colour: the colour at the centre")
+                   help="scene: captions; light: a tone that rises with brightness; colour: the colour at the centre; "
+                        "text: reads new text aloud when it comes into view")
     p.add_argument("--speech", choices=["auto", "pyttsx3", "espeak", "none"], default="auto",
                    help="speech engine (none: print only)")
     p.add_argument("--rate", type=int, default=175, help="words per minute")
@@ -373,7 +401,7 @@ def register_cli(subparsers) -> None:
                    help="write every utterance (and tone) to a WAV file here instead of playing it")
     p.add_argument("--log-json", type=Path, metavar="FILE", help="append one JSON object per event")
     p.add_argument("--control-socket", type=Path, metavar="PATH",
-                   help="accept commands (describe, repeat, stop, faster, slower, mute, unmute, quit) here")
+                   help="accept commands (describe, repeat, read, stop, faster, slower, mute, unmute, quit) here")
     p.add_argument("--no-keyboard", action="store_true", help="ignore key presses in the terminal")
     p.add_argument("--quiet", action="store_true", help="do not print what is said")
     p.add_argument("--scene-threshold", type=float, default=SceneOptions.semantic_threshold,
@@ -389,7 +417,11 @@ def register_cli(subparsers) -> None:
 
 def cmd_narrate(args) -> int:
     from edgecap.cli import decoding_options, load_captioner
+    from edgecap.streams import narrate_streams, single_source, source_count
 
+    if source_count(args) > 1:
+        return narrate_streams(args)
+    args = single_source(args)
     channel = "colour" if args.channel == "color" else args.channel
     engine = pick_engine(args.speech)
     if engine == "none" and args.speech == "auto":

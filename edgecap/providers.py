@@ -1,8 +1,16 @@
-"""Choosing onnxruntime execution providers and creating sessions that fall back to the CPU."""
+"""Choosing onnxruntime execution providers and creating sessions that fall back step by step.
+
+`auto` tries the accelerators this onnxruntime build has, fastest first, each with the options
+that matter on small boards (see provider_options); a provider that fails while a session is
+created is dropped with the reason logged, and the next one is tried, down to the CPU.
+"""
 from __future__ import annotations
 
 import logging
 import os
+import sys
+import weakref
+from pathlib import Path
 
 import onnxruntime as ort
 
@@ -27,21 +35,25 @@ ALIASES = {
     "coreml": "CoreMLExecutionProvider",
 }
 CPU = "CPUExecutionProvider"
+GPU_MEMORY_MB = 1024  # CUDA arena cap: the Orin Nano's 8 GB are shared with the CPU and the camera
+
+# Why a session is not on the provider it was asked for (session -> reason).
+_fallbacks: "weakref.WeakKeyDictionary[ort.InferenceSession, str]" = weakref.WeakKeyDictionary()
 
 
 class ProviderError(Exception):
     pass
 
 
-def resolve_providers(requested: str = "auto") -> list[str]:
+def resolve_providers(requested: str = "auto", available: list[str] | None = None) -> list[str]:
     """Providers to try in order for 'auto', an alias such as 'cuda', or a full ORT name."""
-    available = ort.get_available_providers()
+    available = ort.get_available_providers() if available is None else available
     if requested == "auto":
         chosen = [p for p in PREFERENCE if p in available]
         skipped = [p for p in PREFERENCE if p not in available]
         if skipped:
             log.debug("provider auto: not in this onnxruntime build: %s", ", ".join(skipped))
-        return chosen or [CPU]
+        return chosen if CPU in chosen else [*chosen, CPU]
     name = ALIASES.get(requested.lower(), requested)
     if name not in available:
         raise ProviderError(f"execution provider {requested!r} is not available in this onnxruntime "
@@ -49,12 +61,42 @@ def resolve_providers(requested: str = "auto") -> list[str]:
     return [name] if name == CPU else [name, CPU]
 
 
+def cache_dir() -> Path:
+    """Where compiled engines go: $EDGECAP_CACHE_DIR, systemd's $CACHE_DIRECTORY, else ~/.cache/edgecap."""
+    for var in ("EDGECAP_CACHE_DIR", "CACHE_DIRECTORY"):
+        if os.environ.get(var):
+            return Path(os.environ[var].split(":")[0])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "edgecap"
+
+
+def provider_options(name: str) -> dict[str, str]:
+    """Options for one provider; environment variables override the defaults."""
+    if name == "TensorrtExecutionProvider":
+        # Building engines takes minutes on a Jetson: keep them (and the timing cache) across
+        # restarts. fp16 roughly halves latency on Orin; captions were not re-evaluated in fp16.
+        engines = str(cache_dir() / "tensorrt")
+        return {"trt_fp16_enable": os.environ.get("EDGECAP_TRT_FP16", "True"),
+                "trt_engine_cache_enable": "True", "trt_engine_cache_path": engines,
+                "trt_timing_cache_enable": "True", "trt_timing_cache_path": engines}
+    if name == "CUDAExecutionProvider":
+        limit_mb = int(os.environ.get("EDGECAP_GPU_MEMORY_MB", GPU_MEMORY_MB))
+        return {"gpu_mem_limit": str(limit_mb * 1024 * 1024), "arena_extend_strategy": "kSameAsRequested",
+                "cudnn_conv_algo_search": "HEURISTIC"}
+    if name == "OpenVINOExecutionProvider":
+        return {"device_type": os.environ.get("EDGECAP_OPENVINO_DEVICE", "AUTO:NPU,GPU,CPU")}
+    if name == "QNNExecutionProvider":
+        return {"backend_path": "QnnHtp.dll" if sys.platform == "win32" else "libQnnHtp.so"}
+    return {}
+
+
 def default_threads() -> int:
     # On two cores one intra-op thread is faster (edgecap bench here: 25 ms a caption against
     # 52-66 ms with two; per-step ops are too small to split) and leaves a core for capture
-    # and speech.
+    # and speech. On 4-core boards (Pi 5) one core stays free for capture, the scene gate and
+    # speech; not yet measured on the hardware.
     cores = os.cpu_count() or 1
-    return 1 if cores <= 2 else min(4, cores)
+    return 1 if cores <= 2 else min(4, cores - 1)
 
 
 def session_options(threads: int | None) -> ort.SessionOptions:
@@ -67,18 +109,50 @@ def session_options(threads: int | None) -> ort.SessionOptions:
     return opts
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def create_session(model: bytes, providers: list[str], threads: int | None = None,
                    label: str = "model") -> ort.InferenceSession:
-    """Create a session on the preferred providers; if that fails, log why and use the CPU."""
+    """A session on the first provider of `providers` that works; each one that fails is
+    logged with its reason and dropped, ending on the CPU."""
     opts = session_options(threads)
-    try:
-        session = ort.InferenceSession(model, sess_options=opts, providers=providers)
-    except Exception as exc:  # noqa: BLE001 - any provider failure means: fall back
-        if providers == [CPU]:
-            raise ProviderError(f"onnxruntime could not load the {label}: {str(exc).splitlines()[0]}") from None
-        log.warning("%s: %s failed (%s); falling back to CPU", label, providers[0], str(exc).splitlines()[0])
-        session = ort.InferenceSession(model, sess_options=opts, providers=[CPU])
-    used = session.get_providers()
-    if used and providers and used[0] != providers[0]:
-        log.warning("%s: asked for %s, running on %s", label, providers[0], used[0])
+    chain = list(providers) or [CPU]
+    reasons = []
+    while True:
+        for name in chain:
+            if name == "TensorrtExecutionProvider":
+                (cache_dir() / "tensorrt").mkdir(parents=True, exist_ok=True)
+        try:
+            session = ort.InferenceSession(model, sess_options=opts, providers=[(p, provider_options(p))
+                                                                                for p in chain])
+            break
+        except Exception as exc:  # noqa: BLE001 - any provider failure means: try the next one
+            if chain == [CPU]:
+                raise ProviderError(f"onnxruntime could not load the {label}: {_first_line(exc)}") from None
+            following = chain[1:] or [CPU]
+            reasons.append(f"{chain[0]} failed ({_first_line(exc)})")
+            log.warning("%s: %s failed (%s); trying %s", label, chain[0], _first_line(exc), following[0])
+            chain = following
+    used = session.get_providers()[0]
+    if used != chain[0]:  # onnxruntime fell back by itself (it prints, but does not raise)
+        reasons.append(f"{chain[0]} was not used by onnxruntime")
+        log.warning("%s: asked for %s, running on %s", label, chain[0], used)
+    if used != providers[0] and reasons:
+        _fallbacks[session] = f"{label} runs on {used}: " + "; ".join(reasons)
     return session
+
+
+def fallback_reason(session: ort.InferenceSession) -> str | None:
+    """Why this session is not on the provider it was asked for, or None."""
+    return _fallbacks.get(session)
+
+
+def captioner_fallback(captioner) -> str | None:
+    """The load-time fallback of a captioner's sessions (for narration to say once), or None."""
+    sessions = [getattr(captioner, "encoder", None), getattr(getattr(captioner, "decoder", None), "session", None)]
+    reasons = [fallback_reason(s) for s in sessions if s is not None]
+    reasons = [r for r in reasons if r]
+    return "; ".join(reasons) or None

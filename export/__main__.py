@@ -35,7 +35,7 @@ def register_convert(subparsers) -> None:
                    help="auto (from config.json), blip, vision-encoder-decoder or git")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="bundle folder to write")
     p.add_argument("--int8", action="store_true",
-                   help="write an int8 bundle (per-channel int8 weights, activations quantized per call)")
+                   help="write an int8 bundle (per-tensor int8 weights, activations quantized per call)")
     p.add_argument("--calibration", default=None, metavar="SETTINGS",
                    help="SPARC defaults for the bundle, e.g. alpha=1.2,tau=2 (alpha, beta, tau, selection_layer, "
                         "gain_layers)")

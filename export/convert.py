@@ -56,6 +56,7 @@ ARCHITECTURES: dict[str, tuple[type[HFCaptioner], str]] = {
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 VERIFY_STEPS = 20
+INT8_MIN_AGREEMENT = 0.9  # greedy token agreement an int8 encoder must keep to ship
 MAX_LOGIT_ERROR = 2e-3  # relative to the logits' magnitude; fp32 torch vs onnxruntime
 
 
@@ -283,16 +284,30 @@ def quantize_verified(fp32_dir: Path, out_dir: Path, photos: list[Path] | None =
     """int8 copy of an fp32 bundle, with its greedy agreement with the fp32 bundle on the
     photos recorded in the manifest.
 
-    Both graphs are quantized dynamically with per-channel int8 weights: static QDQ
-    clips the outlier activations of vision transformers (see export/quantize.py).
+    Both graphs are quantized dynamically with per-tensor int8 weights: static QDQ
+    clips the outlier activations of vision transformers (see export/quantize.py), and
+    onnxruntime 1.32's per-channel dynamic MatMulInteger lost most greedy tokens on the
+    converted test checkpoints (agreement 0.62 against 1.0 per-tensor). Where the int8
+    encoder still loses more than INT8_MIN_AGREEMENT of the tokens, the encoder stays
+    fp32 (the decoder, run once per token, is where int8 pays most) and the manifest
+    records both measurements.
     """
     paths = photos or photo_paths()
-    quantize_bundle(fp32_dir, out_dir, paths, encoder="dynamic", per_channel=True)
     images = [read_image(p) for p in paths]
-    fp32, int8 = Captioner.load(fp32_dir, provider="cpu"), Captioner.load(out_dir, provider="cpu")
-    steps = min(VERIFY_STEPS, fp32.arch.max_length - len(fp32.bundle.tokens.prompt_ids))
-    report = parity_report(fp32, int8, images, greedy(steps, calibrate=False))
+    fp32 = Captioner.load(fp32_dir, provider="cpu")
+    options = greedy(min(VERIFY_STEPS, fp32.arch.max_length - len(fp32.bundle.tokens.prompt_ids)), calibrate=False)
+    tried = {}
+    for encoder in ("dynamic", "fp32"):
+        quantize_bundle(fp32_dir, out_dir, paths, encoder=encoder, per_channel=False)
+        tried[encoder] = parity_report(fp32, Captioner.load(out_dir, provider="cpu"), images, options)
+        if tried[encoder]["token_agreement"] >= INT8_MIN_AGREEMENT:
+            break
+        log.warning("int8 %s encoder keeps %.2f of the fp32 tokens (< %.2f)", encoder,
+                    tried[encoder]["token_agreement"], INT8_MIN_AGREEMENT)
     verification = dict(load_bundle(fp32_dir).manifest.get("verification", {}))
+    report = {**tried[encoder], "encoder": encoder}
+    if encoder != "dynamic":
+        report["int8_encoder_rejected"] = tried["dynamic"]
     add_to_manifest(out_dir, verification={**verification, "int8_vs_fp32": report})
     return out_dir
 

@@ -1,0 +1,321 @@
+"""How well `edgecap read` reads, how often it invents text, and what it costs; picks the junk filter.
+
+    python bench/text_eval.py --data ../shared/data            # from the repo root
+    python bench/text_eval.py --data ../shared/data --det-side 640 --synthetic 300 --photos 240
+
+Two sets, both built here at run time (nothing is stored in the repo):
+
+* synthetic: words rendered with OpenCV's Hershey fonts (and DejaVu through Pillow when the
+  system has it) onto real photos from <data>/unlabeled, 640x480, in 1-3 lines; cap height
+  12-56 px, turned 0/90/180 degrees, some blurred, some low-contrast, some in perspective,
+  JPEG-compressed. Score: share of the rendered words found in what was read.
+* no-text photos: val photos of <data>/captioned whose five captions mention no writing
+  (sign, text, number, ...). Score: share of photos for which anything at all is read.
+
+The models run once per image (raw lines cached in --cache); the filter settings are then swept
+over the cached lines, so the curves cost nothing extra. Timings are wall-clock medians on
+whatever else the machine is doing (CPU time beside them).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import random
+import re
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from edgecap.reading import SCRIPTS, ReadOptions, TextLine, TextReader, tidy  # noqa: E402
+
+SIZES = (12, 16, 20, 28, 40, 56)  # cap height in pixels of the 640x480 frame
+WORDS = """EXIT STOP OPEN CLOSED PUSH PULL ENTRANCE NO PARKING ONE WAY YIELD DANGER CAUTION WET FLOOR
+Main Street Avenue Road Station Platform Pharmacy Bakery Coffee Tea Hotel Museum Library Hospital
+Police Taxi Bus Train Airport Terminal Gate Ticket Office Toilets Ladies Gentlemen Lift Stairs Floor
+Sale Fresh Bread Milk Butter Cheese Apple Orange Sugar Salt Pepper Water Juice Organic Price Total
+Paracetamol Ibuprofen tablets capsules daily dose Take twice with food Keep out of reach children
+Warning Fragile Handle care Private Staff only Welcome Thank you Please wait here Emergency Fire
+North South East West Centre Park Garden Bridge Market Square Castle Church School University
+Monday Tuesday Friday Sunday hours until from Speed Limit Slow Children Crossing Keep Right Left
+kitchen bathroom bedroom office printer paper recycling glass plastic metal batteries tickets""".split()
+FONTS_CV = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX, cv2.FONT_HERSHEY_TRIPLEX)
+TTF = sorted(glob.glob("/usr/share/fonts/truetype/dejavu/DejaVu*.ttf"))
+TEXT_WORDS = re.compile(r"\b(sign|signs|text|writing|written|words?|letters?|reads?|reading|says|number|numbers|"
+                        r"banner|poster|billboard|label|menu|newspaper|book|magazine|logo|advertis\w*|jersey|"
+                        r"scoreboard|license|licence|plate|clock|graffiti|brand|name)\b", re.I)
+
+
+# --- synthetic text ---------------------------------------------------------------------------
+def _phrase(rng: random.Random) -> list[str]:
+    words = [rng.choice(WORDS) for _ in range(rng.randint(1, 3))]
+    if rng.random() < 0.2:
+        words.append(str(rng.randint(1, 999)))
+    case = rng.random()
+    if case < 0.35:
+        words = [w.upper() for w in words]
+    elif case < 0.5:
+        words = [w.lower() for w in words]
+    return words
+
+
+def _draw_line(canvas: np.ndarray, text: str, x: int, y: int, cap: int, colour, font, rng) -> int:
+    """Draws text with its baseline at y and capital letters `cap` px tall; returns its width."""
+    if isinstance(font, str):
+        from PIL import Image, ImageDraw, ImageFont
+
+        face = ImageFont.truetype(font, size=64)
+        size = max(6, round(64 * cap / (face.getbbox("H")[3] - face.getbbox("H")[1])))
+        face = ImageFont.truetype(font, size=size)
+        img = Image.fromarray(canvas)
+        ImageDraw.Draw(img).text((x, y), text, font=face, fill=tuple(int(c) for c in colour), anchor="ls")
+        canvas[:] = np.asarray(img)
+        return int(face.getlength(text))
+    (w1, h1), _ = cv2.getTextSize("H", font, 1.0, 1)
+    scale = cap / h1
+    thick = max(1, round(cap / 10)) + rng.randint(0, 1)
+    cv2.putText(canvas, text, (x, y), font, scale, tuple(int(c) for c in colour), thick, cv2.LINE_AA)
+    return cv2.getTextSize(text, font, scale, thick)[0][0]
+
+
+def render(rng: random.Random, backgrounds: list[str]) -> tuple[np.ndarray, list[str], dict]:
+    meta = {"size": rng.choice(SIZES), "angle": rng.choice((0, 90, 180)), "blur": rng.choice((0.0, 0.0, 0.8, 1.5)),
+            "low_contrast": rng.random() < 0.25, "perspective": rng.random() < 0.3, "plate": rng.random() < 0.6,
+            "font": "dejavu" if TTF and rng.random() < 0.4 else "hershey"}
+    bg = cv2.cvtColor(cv2.imread(rng.choice(backgrounds)), cv2.COLOR_BGR2RGB)
+    canvas = cv2.resize(bg, (640, 480), interpolation=cv2.INTER_CUBIC)
+    font = rng.choice(TTF) if meta["font"] == "dejavu" else rng.choice(FONTS_CV)
+    cap = meta["size"]
+    lines = [" ".join(_phrase(rng)) for _ in range(rng.randint(1, 3))]
+    # Fit: shrink the phrase list rather than the letters (the size is the condition under test).
+    probe = np.zeros((10, 10, 3), np.uint8)
+    x0 = rng.randint(50, 80)  # clear of the edges even after the perspective warp (corners move <= 40 px)
+    while lines and max(_draw_line(probe.copy(), ln, 0, 5, cap, (0, 0, 0), font, rng) for ln in lines) > 580 - x0:
+        lines = [" ".join(ln.split()[:-1]) for ln in lines if len(ln.split()) > 1]
+    if not lines:
+        lines = [rng.choice(WORDS)[:4]]
+    step = int(cap * 1.9)
+    y0 = rng.randint(cap + 45, max(cap + 46, 440 - step * (len(lines) - 1)))
+    region = canvas[max(0, y0 - cap - 10):min(480, y0 + step * (len(lines) - 1) + cap), :].reshape(-1, 3)
+    local = float(region.mean()) if region.size else 128.0
+    if meta["plate"]:
+        plate = np.array(rng.choice([(245, 245, 240), (200, 30, 30), (20, 90, 40), (30, 50, 140), (250, 210, 40)]))
+        cv2.rectangle(canvas, (x0 - 12, y0 - cap - 12), (600, min(470, y0 + step * (len(lines) - 1) + cap // 2 + 10)),
+                      tuple(int(c) for c in plate), -1)
+        local = float(plate.mean())
+    dark = local > 128
+    delta = rng.uniform(35, 55) if meta["low_contrast"] else rng.uniform(140, 230)
+    grey = np.clip(local - delta if dark else local + delta, 0, 255)
+    colour = (grey, grey, grey)
+    for i, text in enumerate(lines):
+        _draw_line(canvas, text, x0, y0 + i * step, cap, colour, font, rng)
+    if meta["perspective"]:
+        src = np.float32([[0, 0], [640, 0], [640, 480], [0, 480]])
+        dst = src + np.float32([[rng.uniform(-40, 40), rng.uniform(-30, 30)] for _ in range(4)])
+        canvas = cv2.warpPerspective(canvas, cv2.getPerspectiveTransform(src, dst), (640, 480),
+                                     borderMode=cv2.BORDER_REFLECT)
+    if meta["blur"]:
+        canvas = cv2.GaussianBlur(canvas, (0, 0), meta["blur"])
+    ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
+    canvas = cv2.cvtColor(cv2.imdecode(jpg, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    canvas = {0: canvas, 90: cv2.rotate(canvas, cv2.ROTATE_90_CLOCKWISE), 180: cv2.rotate(canvas, cv2.ROTATE_180)}[
+        meta["angle"]]
+    return canvas, " ".join(lines).split(), meta
+
+
+def words_of(text: str) -> list[str]:
+    return [w for w in re.split(r"[^\w]+", text.lower()) if w]
+
+
+def word_hits(truth: list[str], read: str) -> int:
+    pool = words_of(read)
+    hits = 0
+    for w in (w.lower() for w in truth):
+        if w in pool:
+            pool.remove(w)
+            hits += 1
+    return hits
+
+
+# --- the no-text photos -----------------------------------------------------------------------
+# Photos whose captions do not mention writing but which, looked at by eye, do carry legible
+# text (what the reader said of them is right): left out of the false-text count, listed apart.
+LEGIBLE = {
+    "coco-train2017_000000418049.jpg": "a tin held to the camera: Original, Pedigree",
+    "coco-train2017_000000129648.jpg": "OAKLEY painted on a skate bowl",
+    "coco-val2017_000000361919.jpg": "a ski-slope sign: erdgas",
+    "coco-val2017_000000553664.jpg": "a magazine page: Learn Anywhere",
+    "flickr8k_3568197730_a071d7595b.jpg": "a watermark: Matthew Botos Photography",
+    "flickr8k_3484625231_5b1a1a07b8.jpg": "a football shirt: 22",
+    "flickr8k_2559503010_84f20b3bc9.jpg": "a shop front: PNC BANK",
+    "flickr8k_2450453051_f1d4a78ab4.jpg": "banners: PURINA Incredible Dog Challenge",
+    "flickr8k_2933643390_1c6086684b.jpg": "a name on a football field: SHARPTON",
+    "flickr8k_2545363449_1985903f82.jpg": "a kiosk: Brioche Doree, BUFFET",
+    "flickr8k_2839807428_efe42423f2.jpg": "flags and a banner: GYMNASION, DOG SHOW",
+    "flickr8k_3330654550_3efe9a71af.jpg": "a cycling jersey: LIETUVA",
+    "flickr8k_3532539748_795d16ef07.jpg": "a T-shirt: USA",
+}
+def notext_photos(data: Path, n: int, seed: int = 0) -> list[Path]:
+    rows = [json.loads(line) for line in open(data / "captioned" / "captions.jsonl", encoding="utf-8")]
+    clean = [r for r in rows if r["split"] == "val" and not any(TEXT_WORDS.search(c) for c in r["captions"])]
+    coco = [r for r in clean if r["source"].startswith("coco")]  # larger photos: all of them
+    rest = [r for r in clean if not r["source"].startswith("coco")]
+    random.Random(seed).shuffle(rest)
+    return [data / "captioned" / r["file"] for r in (coco + rest)[:n]]
+
+
+# --- running the models once, with a cache ----------------------------------------------------
+def _raw(reader: TextReader, rgb: np.ndarray) -> dict:
+    c0, t0 = time.process_time(), time.perf_counter()
+    lines, regions = reader.recognise(rgb)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"lines": [[ln.text, ln.score, ln.box, ln.angle] for ln in lines], "regions": regions,
+            "wall": wall, "cpu": cpu, "w": rgb.shape[1], "h": rgb.shape[0]}
+
+
+def collect(args, part: str) -> list[dict]:
+    """Raw lines for one set ("synthetic" or "photos"), read once and cached."""
+    n = args.synthetic if part == "synthetic" else args.photos
+    cache = Path(args.cache) / f"text_eval_{part}_det{args.det_side}_n{n}_seed{args.seed}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    partial = cache.with_suffix(".partial.json")  # resumes an interrupted run
+    out = json.loads(partial.read_text()) if partial.exists() else []
+    reader = TextReader(ReadOptions(det_side=args.det_side, threads=args.threads))
+    reader.recognise(np.zeros((64, 64, 3), np.uint8))  # load the models before timing
+    if part == "synthetic":
+        rng = random.Random(args.seed)
+        backgrounds = sorted(glob.glob(str(args.data / "unlabeled" / "images" / "*.jpg")))
+        for i in range(n):
+            rgb, truth, meta = render(rng, backgrounds)  # rendered even when cached: keeps rng in step
+            if i < len(out):
+                continue
+            out.append({"truth": truth, "meta": meta, **_raw(reader, rgb)})
+            if args.save_examples and i < 12:
+                cv2.imwrite(str(Path(args.cache) / f"synthetic_{i}.jpg"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            if i % 10 == 9:
+                partial.write_text(json.dumps(out))
+            print(f"\rsynthetic {i + 1}/{n}", end="", file=sys.stderr, flush=True)
+    else:
+        for i, path in enumerate(notext_photos(args.data, n, args.seed)):
+            if i < len(out):
+                continue
+            rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+            out.append({"file": path.name, **_raw(reader, rgb)})
+            if i % 10 == 9:
+                partial.write_text(json.dumps(out))
+            print(f"\rphotos {i + 1}/{n}   ", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    cache.write_text(json.dumps(out))
+    partial.unlink(missing_ok=True)
+    return out
+
+
+def score(runs: dict, options: ReadOptions) -> dict:
+    def reading(rec):
+        lines = [TextLine(t, s, tuple(map(tuple, b)), a) for t, s, b, a in rec["lines"]]
+        return tidy(lines, rec["regions"], rec["w"], rec["h"], options)
+
+    buckets: dict[str, list[int]] = {}
+    for rec in runs["synthetic"]:
+        text = reading(rec).text
+        hits, total = word_hits(rec["truth"], text), len(rec["truth"])
+        m = rec["meta"]
+        keys = ["all", f"size{m['size']}", "size>=20" if m["size"] >= 20 else "size<20", f"rot{m['angle']}",
+                f"blur{m['blur']}", "low_contrast" if m["low_contrast"] else "contrast",
+                "perspective" if m["perspective"] else "flat", m["font"]]
+        if m["size"] >= 20 and not m["low_contrast"]:
+            keys.append("size>=20,contrast")
+        for k in keys:
+            b = buckets.setdefault(k, [0, 0])
+            b[0] += hits
+            b[1] += total
+    notext = [rec for rec in runs["photos"] if rec["file"] not in LEGIBLE]
+    false = {rec["file"]: reading(rec).text for rec in notext if reading(rec)}
+    true = {rec["file"]: reading(rec).text for rec in runs["photos"] if rec["file"] in LEGIBLE}
+    return {"acc": {k: h / max(t, 1) for k, (h, t) in buckets.items()},
+            "words": {k: t for k, (_, t) in buckets.items()},
+            "false_rate": len(false) / max(len(notext), 1), "false": false, "photos": len(notext), "legible": true}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    ap.add_argument("--synthetic", type=int, default=160)
+    ap.add_argument("--photos", type=int, default=240)
+    ap.add_argument("--det-side", type=int, default=ReadOptions.det_side)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cache", default="/tmp/edgecap-text-eval")
+    ap.add_argument("--save-examples", action="store_true", help="write the first 12 synthetic images to --cache")
+    ap.add_argument("--max-false", type=float, default=0.02,
+                    help="operating point: the best accuracy whose false-text rate is at most this")
+    ap.add_argument("--slack", type=float, default=0.5, help="accuracy points given up for a stricter filter")
+    ap.add_argument("--only", choices=["synthetic", "photos"], help="just read (and cache) one set, e.g. to "
+                    "run the two sets in two processes")
+    args = ap.parse_args()
+    if args.only:
+        collect(args, args.only)
+        return 0
+    runs = {part: collect(args, part) for part in ("synthetic", "photos")}
+
+    print(f"det_side {args.det_side}: {len(runs['synthetic'])} synthetic images "
+          f"({sum(len(r['truth']) for r in runs['synthetic'])} words), {len(runs['photos'])} val photos whose captions "
+          f"mention no writing, {len(LEGIBLE)} of them with legible text all the same (checked by eye)")
+    print(f"{'min_score':>9} {'chars':>5} {'scripts':>7} | {'false%':>6} | {'acc>=20':>7} {'acc12':>6} {'acc16':>6} "
+          f"{'all':>6}")
+    table = []
+    for scripts in (("latin",), tuple(SCRIPTS)):
+        for chars in (1, 2, 3, 4):
+            for min_score in (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95):
+                opt = ReadOptions(min_score=min_score, min_chars=chars, scripts=scripts)
+                s = score(runs, opt)
+                table.append((opt, s))
+                a = s["acc"]
+                print(f"{min_score:9.2f} {chars:5d} {'latin' if len(scripts) == 1 else 'any':>7} | "
+                      f"{100 * s['false_rate']:6.1f} | {100 * a.get('size>=20', 0):7.1f} "
+                      f"{100 * a.get('size12', 0):6.1f} "
+                      f"{100 * a.get('size16', 0):6.1f} {100 * a['all']:6.1f}")
+    # Among settings with false text <= max_false and accuracy within --slack of the best such (one
+    # word either way is noise): the least false text, then the highest score threshold, then
+    # the fewest characters (short lines such as "NO" or a bus number are worth keeping).
+    ok = [(o, s) for o, s in table if s["false_rate"] <= args.max_false]
+    top = max(s["acc"]["all"] for _, s in ok)
+    near = [(o, s) for o, s in ok if s["acc"]["all"] >= top - args.slack / 100]
+    best_opt, best = max(near, key=lambda os_: (-os_[1]["false_rate"], os_[0].min_score, -os_[0].min_chars,
+                                                -len(os_[0].scripts)))
+    print(f"\noperating point (false text <= {100 * args.max_false:.0f}%, overall word accuracy within "
+          f"{args.slack} points of the best such, {100 * top:.1f}%; then the least false text, the highest score "
+          f"threshold, the fewest characters): "
+          f"min_score={best_opt.min_score} min_chars={best_opt.min_chars} scripts={','.join(best_opt.scripts)}")
+    for k in sorted(best["acc"]):
+        print(f"  {k:>20}: {100 * best['acc'][k]:5.1f}% of {best['words'][k]} words")
+    print(f"  false text on {best['photos']} photos without legible text: {100 * best['false_rate']:.1f}% "
+          f"{best['false']}")
+    print(f"  photos with legible text the captions do not mention ({len(LEGIBLE)}): {best['legible']}")
+    current = score(runs, ReadOptions())
+    print(f"shipped defaults ({ReadOptions().min_score}, {ReadOptions().min_chars}): acc>=20 "
+          f"{100 * current['acc'].get('size>=20', 0):.1f}% acc12 {100 * current['acc'].get('size12', 0):.1f}% "
+          f"false {100 * current['false_rate']:.1f}% {current['false']}")
+    print(f"  photos with legible text: {current['legible']}")
+
+    def med(rows, key):
+        return float(np.median([r[key] for r in rows])) if rows else float("nan")
+
+    texty = [r for r in runs["synthetic"] if r["regions"]]
+    empty = [r for r in runs["photos"] if not r["regions"]]
+    regions = [r for r in runs["photos"] if r["regions"]]
+    print(f"\ntime per image (median wall s / CPU s): with text {med(texty, 'wall'):.2f}/{med(texty, 'cpu'):.2f} "
+          f"(n={len(texty)}); photos where the detector finds nothing {med(empty, 'wall'):.2f}/{med(empty, 'cpu'):.2f} "
+          f"(n={len(empty)}); photos with some region {med(regions, 'wall'):.2f}/{med(regions, 'cpu'):.2f} "
+          f"(n={len(regions)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,380 @@
+"""Reading the text in a photo: PP-OCR (through the `rapidocr` package) run strictly offline,
+junk removed, and the lines put in reading order (lines -> blocks; top to bottom, left to
+right; columns kept apart; sideways and upside-down text turned upright first).
+
+The detector, the 0/180 orientation classifier and the recogniser are the ONNX files inside
+the pinned `rapidocr` wheel; every path is given explicitly, so the library never reaches
+its download code (tests/test_reading.py proves it with a socket guard and an empty HOME).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import unicodedata
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+log = logging.getLogger("edgecap")
+
+MODEL_FILES = {"Det": "PP-OCRv6_det_small.onnx", "Cls": "ch_ppocr_mobile_v2.0_cls_mobile.onnx",
+               "Rec": "PP-OCRv6_rec_small.onnx"}
+# Writing systems the recogniser knows, by the Unicode name prefix of their letters.
+SCRIPTS = {"latin": ("LATIN",), "greek": ("GREEK",), "cyrillic": ("CYRILLIC",),
+           "cjk": ("CJK", "HIRAGANA", "KATAKANA", "HANGUL")}
+SECOND_PASS_SCORE = 0.8  # lines this confident vote on which way up the photo is
+MAX_ZOOM = 2.0  # a thumbnail enlarged further has no text the detector could find that a person could read
+LANG_SCRIPTS = {"el": "greek", "ru": "cyrillic", "uk": "cyrillic", "bg": "cyrillic", "sr": "cyrillic",
+                "zh": "cjk", "ja": "cjk", "ko": "cjk"}  # any other code: Latin
+
+
+class ReadingError(ValueError):
+    """The text reader cannot run (package or model files missing); one line for the user
+    (a ValueError, so `edgecap` reports it as an error line, not a traceback)."""
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    # Junk filter, chosen on bench/text_eval.py's curves (false text on val photos without
+    # legible text against word accuracy on rendered text); see /work/notes/14.md.
+    min_score: float = 0.9  # recogniser confidence (mean over characters)
+    min_chars: int = 2  # letters or digits in the line (2 keeps "NO" and bus numbers)
+    scripts: tuple[str, ...] = ("latin",)
+    # Detector input: the longest side is scaled to this many pixels (upscaling small photos
+    # finds 12 px text; downscaling big ones keeps the cost flat), enlarging at most MAX_ZOOM times.
+    det_side: int = 960
+    threads: int | None = None
+
+    def __post_init__(self):
+        unknown = [s for s in self.scripts if s not in SCRIPTS]
+        if unknown:
+            raise ValueError(f"unknown script {unknown[0]!r} (choose from {', '.join(SCRIPTS)})")
+
+
+def scripts_for(langs: list[str] | None) -> tuple[str, ...]:
+    """ISO 639-1 codes -> scripts to keep; Latin is always kept (signs mix it in)."""
+    picked = ["latin"] + [LANG_SCRIPTS[code.lower()[:2]] for code in langs or [] if code.lower()[:2] in LANG_SCRIPTS]
+    return tuple(dict.fromkeys(picked))
+
+
+@dataclass(frozen=True)
+class TextLine:
+    text: str
+    score: float
+    box: tuple[tuple[float, float], ...]  # 4 corners (x, y) as fractions of width and height
+    angle: int = 0  # 0, 90, 180 or 270: clockwise turn that makes this line upright
+
+
+@dataclass(frozen=True)
+class TextBlock:
+    lines: tuple[TextLine, ...]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(line.text for line in self.lines)
+
+
+@dataclass(frozen=True)
+class Reading:
+    blocks: tuple[TextBlock, ...] = ()
+    rejected: tuple[TextLine, ...] = ()  # what the junk filter removed
+    regions: int = 0  # text regions the detector found (0: recognition never ran)
+    ms: float = 0.0
+
+    @property
+    def lines(self) -> tuple[TextLine, ...]:
+        return tuple(line for block in self.blocks for line in block.lines)
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join(block.text for block in self.blocks)
+
+    def __bool__(self) -> bool:
+        return bool(self.blocks)
+
+    def to_dict(self) -> dict:
+        return {"text": self.text,
+                "lines": [{"text": ln.text, "score": round(ln.score, 4), "angle": ln.angle,
+                           "box": [[round(x, 4), round(y, 4)] for x, y in ln.box]} for ln in self.lines],
+                "blocks": [block.text for block in self.blocks], "regions": self.regions, "ms": round(self.ms, 1)}
+
+
+# --- the junk filter --------------------------------------------------------------------------
+def _script_of(ch: str) -> str | None:
+    name = unicodedata.name(ch, "")
+    for script, prefixes in SCRIPTS.items():
+        if name.startswith(prefixes):
+            return script
+    return None
+
+
+def keep_line(text: str, score: float, options: ReadOptions) -> bool:
+    """A recognised line worth saying: confident, long enough, in an expected script."""
+    if score < options.min_score:
+        return False
+    letters = [ch for ch in text if ch.isalnum()]
+    if len(letters) < options.min_chars:
+        return False
+    return all(ch.isdigit() or _script_of(ch) in options.scripts for ch in letters)
+
+
+# --- reading order ----------------------------------------------------------------------------
+def _upright(points: np.ndarray, angle: int, w: int, h: int) -> np.ndarray:
+    """Pixel points after turning the whole image `angle` degrees clockwise."""
+    x, y = points[:, 0], points[:, 1]
+    if angle == 90:
+        return np.stack([h - y, x], 1)
+    if angle == 180:
+        return np.stack([w - x, h - y], 1)
+    if angle == 270:
+        return np.stack([y, w - x], 1)
+    return points
+
+
+@dataclass
+class _Item:
+    line: TextLine
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    parts: list = field(default_factory=list)
+
+    @property
+    def height(self) -> float:
+        return max(self.y1 - self.y0, 1.0)
+
+
+def _overlap(a0, a1, b0, b1) -> float:
+    return max(0.0, min(a1, b1) - max(a0, b0))
+
+
+def _merge_row_fragments(items: list[_Item]) -> list[_Item]:
+    """The detector sometimes cuts one line in two; pieces on one row with a small gap rejoin."""
+    items = sorted(items, key=lambda it: it.x0)
+    out: list[_Item] = []
+    for it in items:
+        for prev in out:
+            h = min(prev.height, it.height)
+            same_row = _overlap(prev.y0, prev.y1, it.y0, it.y1) > 0.6 * h
+            similar = max(prev.height, it.height) < 1.5 * min(prev.height, it.height)
+            if same_row and similar and -h < it.x0 - prev.x1 < 1.2 * h and it.x1 > prev.x1:
+                prev.parts.append(it.line)
+                prev.x1, prev.y0, prev.y1 = it.x1, min(prev.y0, it.y0), max(prev.y1, it.y1)
+                break
+        else:
+            it.parts = [it.line]
+            out.append(it)
+    return out
+
+
+def _same_block(a: _Item, b: _Item) -> bool:
+    h = min(a.height, b.height)
+    if max(a.height, b.height) > 1.8 * h:
+        return False
+    upper, lower = (a, b) if a.y0 <= b.y0 else (b, a)
+    gap = lower.y0 - upper.y1
+    columns_touch = _overlap(a.x0, a.x1, b.x0, b.x1) > 0.2 * min(a.x1 - a.x0, b.x1 - b.x0)
+    return -0.5 * h < gap < 1.2 * h and columns_touch
+
+
+def _before(a: tuple, b: tuple) -> bool:
+    """Block a is read before block b: above it in the same column, or left of it on the same band."""
+    ax0, ay0, ax1, ay1 = a
+    bx0, by0, bx1, by1 = b
+    if _overlap(ax0, ax1, bx0, bx1) > 0 and ay1 <= by0 + 0.5 * (ay1 - ay0):
+        return True
+    return _overlap(ay0, ay1, by0, by1) > 0 and ax1 <= bx0
+
+
+def arrange(lines: list[TextLine], width: int, height: int) -> tuple[TextBlock, ...]:
+    """Lines -> blocks in reading order, in the frame where most of the text is upright."""
+    if not lines:
+        return ()
+    votes: dict[int, int] = {}
+    for line in lines:
+        votes[line.angle] = votes.get(line.angle, 0) + len(line.text)
+    angle = max(votes, key=votes.get)
+    items = []
+    for line in lines:
+        pts = _upright(np.array(line.box) * [width, height], angle, width, height)
+        items.append(_Item(line, *pts.min(0), *pts.max(0)))
+    items = _merge_row_fragments(items)
+    parent = list(range(len(items)))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(len(items)):
+        for j in range(i + 1, len(items)):
+            if _same_block(items[i], items[j]):
+                parent[root(i)] = root(j)
+    groups: dict[int, list[_Item]] = {}
+    for i, it in enumerate(items):
+        groups.setdefault(root(i), []).append(it)
+    blocks = []
+    for members in groups.values():
+        members.sort(key=lambda it: (it.y0, it.x0))
+        rect = (min(m.x0 for m in members), min(m.y0 for m in members),
+                max(m.x1 for m in members), max(m.y1 for m in members))
+        block_lines = tuple(_join(m.parts) for m in members)
+        blocks.append((rect, TextBlock(block_lines)))
+    ordered = []
+    remaining = sorted(blocks, key=lambda rb: (rb[0][1], rb[0][0]))
+    while remaining:  # the first block that nothing left is read before
+        pick = next((rb for rb in remaining if not any(_before(o[0], rb[0]) for o in remaining if o is not rb)),
+                    remaining[0])
+        ordered.append(pick[1])
+        remaining.remove(pick)
+    return tuple(ordered)
+
+
+def _join(parts: list[TextLine]) -> TextLine:
+    if len(parts) == 1:
+        return parts[0]
+    pts = np.array([p for part in parts for p in part.box])
+    x0, y0 = pts.min(0)
+    x1, y1 = pts.max(0)
+    n = sum(len(p.text) for p in parts)
+    return TextLine(" ".join(p.text for p in parts), sum(p.score * len(p.text) for p in parts) / max(n, 1),
+                    ((x0, y0), (x1, y0), (x1, y1), (x0, y1)), parts[0].angle)
+
+
+# --- the reader -------------------------------------------------------------------------------
+def model_dir() -> Path:
+    try:
+        import rapidocr
+    except ImportError as exc:
+        raise ReadingError(f"reading text needs the rapidocr package ({exc}); pip install 'rapidocr==3.10.0'") \
+            from None
+    folder = Path(rapidocr.__file__).parent / "models"
+    missing = [name for name in MODEL_FILES.values() if not (folder / name).is_file()]
+    if missing:
+        raise ReadingError(f"the text models are missing from {folder} ({', '.join(missing)}); "
+                           "reinstall rapidocr==3.10.0, whose wheel carries them")
+    return folder
+
+
+class TextReader:
+    """Reads text in RGB images; one caller at a time per instance (narration gives it its own thread)."""
+
+    def __init__(self, options: ReadOptions = ReadOptions()):
+        self.options = options
+        folder = model_dir()
+        from rapidocr import RapidOCR
+
+        threads = options.threads or -1
+        params = {"Global.log_level": "error", "Global.model_root_dir": str(folder), "Global.text_score": 0.0,
+                  "Det.limit_type": "max", "Det.limit_side_len": options.det_side,
+                  "Global.max_side_len": max(2000, options.det_side),
+                  "EngineConfig.onnxruntime.intra_op_num_threads": threads}
+        params.update({f"{task}.model_path": str(folder / name) for task, name in MODEL_FILES.items()})
+        self._engine = RapidOCR(params=params)
+        logging.getLogger("RapidOCR").setLevel(logging.ERROR)
+
+    def _prepare(self, rgb: np.ndarray) -> np.ndarray:
+        """The detector's view: small photos scaled up so their longest side is det_side."""
+        h, w = rgb.shape[:2]
+        scale = min(self.options.det_side / max(h, w), MAX_ZOOM)
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        if scale > 1.05:
+            bgr = cv2.resize(bgr, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_CUBIC)
+        return bgr
+
+    def recognise(self, rgb: np.ndarray) -> tuple[list[TextLine], int]:
+        """Every line the models find, unfiltered and unordered, and the number of regions.
+
+        When most of the confident text lies sideways or upside down, the photo is turned that
+        way up and read again (short words in a turned photo are otherwise read sideways)."""
+        lines, regions = self._one_pass(rgb)
+        votes: dict[int, int] = {}
+        for line in lines:
+            if line.score >= SECOND_PASS_SCORE:
+                votes[line.angle] = votes.get(line.angle, 0) + len(line.text)
+        turn = max(votes, key=votes.get) if votes else 0
+        if turn == 0:
+            return lines, regions
+        turned = np.ascontiguousarray(np.rot90(rgb, k=-turn // 90))  # k < 0: clockwise
+        again, regions = self._one_pass(turned)
+        th, tw = turned.shape[:2]
+        back, size = (360 - turn) % 360, [rgb.shape[1], rgb.shape[0]]
+        return [TextLine(ln.text, ln.score,
+                         tuple(map(tuple, _upright(np.array(ln.box) * [tw, th], back, tw, th) / size)),
+                         (ln.angle + turn) % 360) for ln in again], regions
+
+    def _one_pass(self, rgb: np.ndarray) -> tuple[list[TextLine], int]:
+        from rapidocr.main import RapidOCRError
+        from rapidocr.utils.process_img import map_boxes_to_original
+
+        bgr = self._prepare(rgb)
+        h, w = bgr.shape[:2]
+        engine = self._engine
+        img, record = engine.preprocess_img(bgr)
+        try:
+            crops, det = engine.detect_and_crop(img, record)
+        except RapidOCRError:  # rapidocr's way of saying "no text region": recognition never runs
+            return [], 0
+        sideways = [_tall(box) for box in det.boxes]
+        upright, cls = engine.cls_and_rotate(crops)
+        rec = engine.recognize_txt(upright)
+        texts, scores = list(rec.txts), [float(x) for x in rec.scores]
+        flipped = ["180" in label and conf > engine.cfg.Cls.cls_thresh for label, conf in cls.cls_res]
+        self._second_look(upright, texts, scores, flipped)
+        boxes = map_boxes_to_original(det.boxes, record, h, w)
+        lines = []
+        for box, text, score, turned, flip in zip(boxes, texts, scores, sideways, flipped):
+            # rapidocr turns tall crops a quarter counter-clockwise: the image text ran top to bottom.
+            angle = ((270 if turned else 0) + (180 if flip else 0)) % 360
+            lines.append(TextLine(text.strip(), score, tuple((float(x) / w, float(y) / h) for x, y in box), angle))
+        return lines, len(crops)
+
+    def _second_look(self, crops: list, texts: list, scores: list, flipped: list) -> None:
+        """Lines the orientation classifier turned the other way from most of the text are read
+        again the majority's way up; the more confident reading wins (in place)."""
+        upside_down = sum(len(t) for t, f in zip(texts, flipped) if f)
+        majority = upside_down > sum(len(t) for t in texts) / 2
+        odd = [i for i, f in enumerate(flipped) if f != majority]
+        if not odd or len(odd) == len(texts):
+            return
+        again = self._engine.recognize_txt([np.ascontiguousarray(np.rot90(crops[i], 2)) for i in odd])
+        for i, text, score in zip(odd, again.txts, again.scores):
+            if float(score) > scores[i]:
+                texts[i], scores[i], flipped[i] = text, float(score), majority
+
+    def read(self, rgb: np.ndarray) -> Reading:
+        """The text in an RGB uint8 image, junk removed, in reading order."""
+        start = time.perf_counter()
+        lines, regions = self.recognise(rgb)
+        reading = tidy(lines, regions, rgb.shape[1], rgb.shape[0], self.options)
+        return replace(reading, ms=(time.perf_counter() - start) * 1000)
+
+
+def tidy(lines: list[TextLine], regions: int, width: int, height: int, options: ReadOptions) -> Reading:
+    """Raw lines -> a Reading: the junk filter, then reading order."""
+    kept = [line for line in lines if keep_line(line.text, line.score, options)]
+    rejected = tuple(line for line in lines if line not in kept)
+    return Reading(arrange(kept, width, height), rejected, regions)
+
+
+def _tall(box: np.ndarray) -> bool:
+    """Whether rapidocr turned this crop a quarter (its own rule: height >= 1.5 x width)."""
+    width = int(max(np.linalg.norm(box[0] - box[1]), np.linalg.norm(box[2] - box[3])))
+    height = int(max(np.linalg.norm(box[0] - box[3]), np.linalg.norm(box[1] - box[2])))
+    return height / max(width, 1) >= 1.5
+
+
+_shared: dict[ReadOptions, TextReader] = {}
+
+
+def shared_reader(options: ReadOptions = ReadOptions()) -> TextReader:
+    """One reader per options in this process (loading the three models takes ~1 s)."""
+    if options not in _shared:
+        _shared[options] = TextReader(options)
+    return _shared[options]

@@ -1,0 +1,195 @@
+"""Reading text: rendered signs read right side up, sideways and upside down; photos without
+text stay silent; the models never touch the network; `edgecap read` and the narration channel."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import cv2
+import numpy as np
+import pytest
+
+from edgecap.read_aloud import NO_TEXT, caption_clause, spoken_blocks
+from edgecap.reading import (Reading, ReadingError, ReadOptions, TextBlock, TextLine, TextReader, arrange, keep_line,
+                             scripts_for)
+
+pytest.importorskip("rapidocr")
+
+
+def sign(photo: np.ndarray, lines: list[tuple[str, float]], turn: int | None = None) -> np.ndarray:
+    """A real photo with a pale plate holding the given (text, font scale) lines, optionally turned."""
+    canvas = cv2.resize(photo, (640, 480))
+    cv2.rectangle(canvas, (20, 20), (620, 60 + 70 * len(lines)), (235, 235, 225), -1)
+    for i, (text, scale) in enumerate(lines):
+        cv2.putText(canvas, text, (40, 80 + 70 * i), cv2.FONT_HERSHEY_DUPLEX, scale, (20, 20, 20), 2, cv2.LINE_AA)
+    return canvas if turn is None else cv2.rotate(canvas, turn)
+
+
+@pytest.fixture(scope="module")
+def reader():
+    return TextReader()
+
+
+WORDS = [("PLATFORM 4", 1.6), ("Trains to Oxford", 1.2), ("Mind the gap", 1.2)]
+
+
+@pytest.mark.parametrize("turn", [None, cv2.ROTATE_180, cv2.ROTATE_90_CLOCKWISE], ids=["upright", "180", "90"])
+def test_rendered_sign_is_read_in_order_whichever_way_up(reader, photos, turn):
+    reading = reader.read(sign(photos[3], WORDS, turn))
+    assert [line.text for line in reading.lines] == [w for w, _ in WORDS]
+    assert all(line.score >= ReadOptions().min_score for line in reading.lines)
+    assert {line.angle for line in reading.lines} == {{None: 0, cv2.ROTATE_180: 180}.get(turn, 270)}
+    for line in reading.lines:
+        assert all(0 <= x <= 1 and 0 <= y <= 1 for x, y in line.box)
+
+
+def test_photos_without_text_read_nothing(reader, photos):
+    for rgb in (photos[0], photos[1]):  # a cat, a cup of coffee
+        reading = reader.read(rgb)
+        assert not reading and reading.text == "" and reading.lines == ()
+
+
+def test_blocks_follow_columns_then_rows():
+    def line(text, x0, y0, x1, y1, angle=0):
+        return TextLine(text, 0.99, ((x0, y0), (x1, y0), (x1, y1), (x0, y1)), angle)
+    # Two columns of two lines each, and a caption under both.
+    lines = [line("right one", .55, .10, .90, .15), line("left one", .05, .10, .40, .15),
+             line("left two", .05, .17, .40, .22), line("right two", .55, .17, .90, .22),
+             line("FOOTER", .05, .70, .90, .80)]
+    blocks = arrange(lines, 1000, 1000)
+    assert [b.text for b in blocks] == ["left one\nleft two", "right one\nright two", "FOOTER"]
+    # A line the detector cut in two is one line again.
+    halves = [line("Sunset", .10, .40, .30, .46), line("Blvd", .32, .40, .45, .46)]
+    assert [b.text for b in arrange(halves, 1000, 1000)] == ["Sunset Blvd"]
+    # Upside down (angle 180): the line lowest in the image is read first.
+    flipped = [line("second", .2, .2, .6, .25, 180), line("first", .2, .3, .6, .35, 180)]
+    assert [b.text for b in arrange(flipped, 1000, 1000)] == ["first\nsecond"]
+
+
+def test_junk_filter():
+    o = ReadOptions()
+    assert keep_line("STOP", 0.99, o) and keep_line("Exit 12", 0.9, o) and keep_line("Café", 0.95, o)
+    assert keep_line("NO", 0.97, o) and keep_line("42", 0.99, o)  # short signs and bus numbers
+    assert not keep_line("M6", 0.54, o) and not keep_line("L", 0.99, o)  # low score; one character
+    assert not keep_line("茶饮店", 0.97, o)  # a script the listener did not ask for
+    assert not keep_line("|||", 0.99, o)  # no letters
+    assert keep_line("МОСКВА", 0.97, ReadOptions(scripts=scripts_for(["ru"])))
+    with pytest.raises(ValueError):
+        ReadOptions(scripts=("klingon",))
+
+
+def test_caption_clause_is_short_and_says_only_what_was_read():
+    def reading(*lines):
+        return Reading((TextBlock(tuple(TextLine(t, 0.99, ((0, y), (1, y), (1, y + h), (0, y + h)))
+                                        for t, y, h in lines)),))
+    assert caption_clause(Reading()) == ""
+    assert caption_clause(reading(("STOP", 0.1, 0.3))) == "It says: STOP."
+    assert caption_clause(reading(("Hollywood", 0.1, 0.1), ("Sunset Blvd.", 0.25, 0.1)), "street sign") == \
+        "A street sign reading Hollywood, Sunset Blvd."
+    # The small print is left out, and a cut is said.
+    small = reading(("EXIT", 0.1, 0.2), ("no entry for unauthorised persons", 0.5, 0.03))
+    assert caption_clause(small) == "It says: EXIT, and more."
+    long = reading(("one two three four five six seven eight nine ten", 0.1, 0.1))
+    assert caption_clause(long) == "It says: one two three four five six seven eight, and more."
+    assert spoken_blocks(reading(("Hollywood", 0.1, 0.1), ("Sunset Blvd.", 0.25, 0.1))) == ["Hollywood, Sunset Blvd."]
+
+
+OFFLINE = textwrap.dedent("""
+    import os, socket, sys
+    attempts = []
+    def refuse(*a, **k):
+        attempts.append(a)
+        raise OSError("network is off in this test")
+    socket.socket.connect = refuse
+    socket.create_connection = refuse
+    socket.getaddrinfo = refuse
+    import cv2, numpy as np
+    from edgecap.reading import TextReader, model_dir
+    before = sorted(os.listdir(model_dir()))
+    img = np.full((240, 640, 3), 235, np.uint8)
+    cv2.putText(img, "NO ENTRY", (40, 150), cv2.FONT_HERSHEY_DUPLEX, 2.5, (0, 0, 160), 5)
+    reading = TextReader().read(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    assert sorted(os.listdir(model_dir())) == before, "model folder changed"
+    print(repr(reading.text), len(attempts), os.listdir(os.environ["HOME"]))
+""")
+
+
+def test_reading_is_offline_with_an_empty_home_and_cache(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache"), "PATH": "/usr/bin:/bin",
+           "PYTHONPATH": str(__import__("pathlib").Path(__file__).resolve().parents[1]), "no_proxy": "*",
+           "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    proc = subprocess.run([sys.executable, "-c", OFFLINE], capture_output=True, text=True, timeout=180, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "'NO ENTRY' 0 []"
+
+
+def test_missing_models_are_an_error_not_a_download(monkeypatch):
+    import edgecap.reading as reading
+
+    monkeypatch.setitem(reading.MODEL_FILES, "Rec", "absent_rec.onnx")
+    with pytest.raises(ReadingError, match="missing"):
+        TextReader(ReadOptions(min_chars=2))
+
+
+def edgecap(*args):
+    return subprocess.run([sys.executable, "-m", "edgecap", *map(str, args)], capture_output=True, text=True,
+                          timeout=180)
+
+
+def test_cli_reads_prints_json_and_says_when_there_is_no_text(photos, photo_paths, tmp_path):
+    stop = tmp_path / "stop.png"
+    cv2.imwrite(str(stop), cv2.cvtColor(sign(photos[2], [("STOP", 3.0)], cv2.ROTATE_180), cv2.COLOR_RGB2BGR))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a photo")
+    proc = edgecap("read", stop, broken, photo_paths[0], "--json")
+    assert proc.returncode == 1 and proc.stderr.strip().startswith(f"edgecap: error: {broken}")
+    records = json.loads(proc.stdout)
+    assert [r["path"] for r in records] == [str(stop), str(photo_paths[0])]
+    assert records[0]["text"] == "STOP" and records[1]["text"] == "" and records[1]["lines"] == []
+    line = records[0]["lines"][0]
+    assert set(line) >= {"text", "score", "box"} and len(line["box"]) == 4 and line["score"] > 0.9
+    proc = edgecap("read", photo_paths[0])
+    assert proc.returncode == 0 and proc.stdout.strip() == NO_TEXT
+
+
+def test_text_channel_says_new_text_once(photos):
+    from edgecap.text_channel import TextChannel
+
+    said, events = [], []
+    channel = TextChannel(lambda text, kind, t, force=False: said.append(text) or "queued",
+                          lambda kind, text, t, **f: events.append((kind, text)))
+    a = sign(photos[3], [("PHARMACY", 2.0)])
+    b = sign(photos[3], [("Open until 9 pm", 1.6)])
+    try:
+        for i in range(60):  # 6 s of a still label at 10 fps, then another label
+            channel.observe(a, i / 10)
+            channel.idle()
+        for i in range(60, 70):
+            channel.observe(b, i / 10)
+            channel.idle()
+        channel.read_now(b, 7.0)
+        channel.idle()
+    finally:
+        channel.close()
+    assert said == ["PHARMACY.", "Open until 9 pm.", "Open until 9 pm."]
+    assert ("scene", "no new text") in events  # read again while still, and not repeated
+
+
+def test_narrate_text_channel_reads_a_label_held_still(photos, tmp_path):
+    from edgecap.controls import KEYS, parse_command
+    from edgecap.frames import MemorySource
+    from edgecap.narrate import EventLog, NarrateOptions, Narrator
+    from edgecap.speech import SpeechWorker, TextVoice
+
+    assert parse_command("read") == "read" and KEYS["t"] == "read"
+    frames = [sign(photos[3], [("PHARMACY", 2.0)])] * 10  # 2 s at 5 fps
+    events = EventLog(tmp_path / "log.jsonl")
+    speech = SpeechWorker(TextVoice(), replace_pending=False)
+    Narrator(MemorySource(frames, fps=5), None, None, speech, events, options=NarrateOptions(channel="text")).run()
+    events.close()
+    speech.drain(5)
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    said = [r["text"] for r in records if r["kind"] == "caption" and r.get("channel") == "text"]
+    assert said == ["PHARMACY."]
