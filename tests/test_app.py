@@ -63,7 +63,8 @@ def accessible(widget, what=QAccessible.Text.Name) -> str:
 
 def test_every_interactive_widget_has_a_name_and_the_focus_order_is_logical(make_window):
     window = make_window()
-    interactive = [w for w in window.findChildren(QWidget) if w.isVisible() and w.focusPolicy() != Qt.FocusPolicy.NoFocus]
+    interactive = [w for w in window.findChildren(QWidget)
+                   if w.isVisible() and w.focusPolicy() != Qt.FocusPolicy.NoFocus]
     assert set(interactive) >= {window.caption, window.history, *window.buttons.values()}
     for widget in interactive + [window.preview, window.status, window.confidence]:
         assert accessible(widget).strip(), f"{widget.objectName() or widget} has no accessible name"

@@ -7,7 +7,8 @@ def stylesheet(high_contrast: bool, font_size: int) -> str:
     base = max(12, round(font_size * 0.55))
     size = f"QWidget {{ font-size: {base}pt; }} QLabel#caption {{ font-size: {font_size}pt; font-weight: bold; }}"
     if not high_contrast:
-        return size + " QToolButton:focus, QListWidget:focus, QLabel#caption:focus { border: 3px solid palette(highlight); }"
+        return size + (" QToolButton:focus, QListWidget:focus, QLabel#caption:focus"
+                       " { border: 3px solid palette(highlight); }")
     return size + f"""
 QWidget {{ background: #000000; color: #ffffff; }}
 QLabel#caption {{ color: #ffff00; padding: 8px; }}
