@@ -1,4 +1,11 @@
 """edgecap: offline, on-device image captioning that speaks. Runs on numpy + onnxruntime only."""
+import os
+
+# onnxruntime reads this once, when it loads: without it, runs longer than ~10 s make DNS
+# look-ups for Microsoft's telemetry endpoint and queue events under ~/.cache/Microsoft.
+# Every entry point imports this package before onnxruntime. Offline means offline.
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
 __version__ = "0.1.0"
 
 from edgecap.calibration import CalibrationSpec  # noqa: E402

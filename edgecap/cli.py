@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -62,47 +63,14 @@ def load_captioner(args):
 
 
 def cmd_caption(args) -> int:
-    from edgecap.image import ImageError, read_image
-
-    captioner = load_captioner(args)
-    options = decoding_options(args, captioner)
-    readable: list[tuple[str, object]] = []
-    failures = 0
-    for path in args.paths:
-        try:
-            readable.append((path, read_image(path)))
-        except ImageError as exc:
-            print(f"edgecap: error: {exc}", file=sys.stderr)
-            failures += 1
-    records = []
-    for i in range(0, len(readable), BATCH):
-        chunk = readable[i:i + BATCH]
-        for (path, image), res in zip(chunk, captioner.caption([im for _, im in chunk], options)):
-            caption, extra = res.caption, {}
-            if args.read_text and res.status == "ok":  # issue 14; moves into the caption module at merge
-                from edgecap.read_aloud import text_for_caption
-
-                clause, reading = text_for_caption(image)
-                caption, extra = f"{caption} {clause}".strip(), {"text": reading.text}
-            records.append({"path": path, "caption": caption, "tokens": res.tokens, "ms": round(res.ms, 2),
-                            "status": res.status, **extra})
-            if not args.json:
-                print(caption if len(args.paths) == 1 else f"{path}: {caption}", flush=True)
-            if args.speak:
-                _speak(caption, args.speech)
-    if args.json:
-        print(json.dumps(records, indent=2))
-    return 1 if failures else 0
-
-
-def _speak(text: str, engine: str) -> None:
-    from edgecap.speech import SpeechError, speak
+    from edgecap.photos import SpeechSetupError, Voice, caption_files
 
     try:
-        if not speak(text, engine):
-            log.warning("no speech engine found (install espeak-ng); printing only")
-    except SpeechError as exc:
-        log.warning("speech failed: %s", exc)
+        voice = Voice(args)  # before the model loads: asked to speak where nothing is heard, say so now
+    except SpeechSetupError as exc:
+        return _fail(str(exc))
+    captioner = load_captioner(args)
+    return caption_files(args, captioner, decoding_options(args, captioner), voice)
 
 
 def cmd_info(args) -> int:
@@ -110,7 +78,9 @@ def cmd_info(args) -> int:
 
     captioner = load_captioner(args)
     b = captioner.bundle
-    print(json.dumps({"name": b.name, "path": str(b.path), "architecture": b.manifest["architecture"],
+    print(json.dumps({"name": b.name, "path": str(b.path), "manifest_sha256": b.digest,
+                      "shipped": b.shipped,  # True: the digest matches the one this edgecap pins
+                      "architecture": b.manifest["architecture"],
                       "calibration": b.calibration.to_dict(), "quantization": b.manifest.get("quantization"),
                       "memory": b.manifest.get("memory"), "provider": captioner.provider,
                       "available_providers": ort.get_available_providers()},
@@ -132,9 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("caption", help="describe photos")
     p.add_argument("paths", nargs="+")
-    p.add_argument("--json", action="store_true", help="print a JSON list with path, caption, tokens, ms")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON: path, caption (as said), confidence, objects, faces, ms, status (message for errors)")
     p.add_argument("--speak", action="store_true", help="also say each caption aloud")
-    p.add_argument("--speech", default="auto", help="auto, pyttsx3, espeak or none")
+    p.add_argument("--speak-to", metavar="FILE.wav", help="write what would be said to a WAV file")
+    p.add_argument("--speech", choices=["auto", "pyttsx3", "espeak", "none"], default="auto",
+                   help="speech engine")
     p.add_argument("--read-text", action="store_true", help="add legible text to the caption (\"It says: STOP.\")")
     add_model_args(p)
     add_decoding_args(p)
@@ -188,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # output piped into `head`: stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":

@@ -70,10 +70,13 @@ class Progress:
 
 
 def caption_records(captioner, records: list[dict], root: Path, options, label: str,
-                    progress: bool | None = None) -> dict[str, str]:
+                    progress: bool | None = None) -> dict[str, object]:
+    """file -> the spoken decision (edgecap.caption.SpokenCaption) for each readable record."""
+    from edgecap.caption import describer_for
     from edgecap.image import ImageError, read_image
 
-    predictions: dict[str, str] = {}
+    describer = describer_for(captioner)
+    spoken: dict[str, object] = {}
     bar = Progress(len(records), label, progress)
     for i in range(0, len(records), BATCH):
         chunk, images = [], []
@@ -83,38 +86,65 @@ def caption_records(captioner, records: list[dict], root: Path, options, label: 
                 chunk.append(r)
             except ImageError as exc:
                 print(f"edgecap: warning: {exc}; skipped", file=sys.stderr)
-        for r, res in zip(chunk, captioner.caption(images, options)):
-            predictions[r["file"]] = res.caption
+        for r, res in zip(chunk, describer.describe(images, options)):
+            spoken[r["file"]] = res
         bar.update(min(i + BATCH, len(records)))
-    return predictions
+    return spoken
+
+
+def score(spoken: dict, references: dict, sources: dict, synonyms) -> dict:
+    """Every caption metric on what is said, the decision metrics, and both per source under by_source."""
+    from edgecap.decision_metrics import decision_metrics, source_group
+    from edgecap.evaluate import evaluate_captions, load_chair_table
+
+    table = load_chair_table(synonyms)
+
+    def on(keys) -> dict:
+        metrics = evaluate_captions({k: spoken[k].caption for k in keys}, {k: references[k] for k in keys},
+                                    synonyms_path=synonyms)
+        metrics.update(decision_metrics({k: spoken[k] for k in keys}, references, table))
+        return metrics
+
+    metrics = on(list(spoken))
+    groups: dict[str, list[str]] = {}
+    for key in spoken:
+        groups.setdefault(source_group(sources.get(key)), []).append(key)
+    if len(groups) > 1 or "unknown" not in groups:
+        metrics["by_source"] = {name: on(keys) for name, keys in sorted(groups.items())}
+    return metrics
 
 
 def run_eval(args) -> int:
     from edgecap.cli import decoding_options
-    from edgecap.evaluate import evaluate_captions, metrics_markdown, plot_metrics
+    from edgecap.decision_metrics import plot_risk_coverage, risk_coverage, source_group
+    from edgecap.evaluate import load_chair_table, metrics_markdown, plot_metrics
     from edgecap.model import Captioner
 
     records = read_split(args.data, args.split)
     references = {r["file"]: r["captions"] for r in records}
+    sources = {r["file"]: r.get("source") for r in records}
     variants = [parse_variant(v) for v in args.variant] or [
         Variant("model", args.model, not args.no_calibration)]
     synonyms = args.synonyms or _default_synonyms(Path(args.data))
     rows: dict[str, dict] = {}
-    all_predictions: dict[str, dict[str, str]] = {}
+    all_spoken: dict[str, dict] = {}
     for variant in variants:
         captioner = Captioner.load(variant.model, provider=args.provider, threads=args.threads)
         options = decoding_options(args, captioner)
         options = replace(options, calibrate=variant.calibrate, rerank=options.rerank and variant.rerank)
         start = time.time()
-        predictions = caption_records(captioner, records, Path(args.data), options, variant.name,
-                                      True if args.progress else None)
+        spoken = caption_records(captioner, records, Path(args.data), options, variant.name,
+                                 True if args.progress else None)
         seconds = time.time() - start
-        metrics = evaluate_captions(predictions, {k: references[k] for k in predictions},
-                                    synonyms_path=synonyms)
-        metrics["seconds_per_image"] = round(seconds / max(len(predictions), 1), 4)
+        metrics = score(spoken, references, sources, synonyms)
+        metrics["seconds_per_image"] = round(seconds / max(len(spoken), 1), 4)
         rows[variant.name] = metrics
-        all_predictions[variant.name] = predictions
-    table = metrics_markdown(rows)
+        all_spoken[variant.name] = spoken
+    flat = {name: {k: v for k, v in m.items() if k != "by_source"} for name, m in rows.items()}
+    for name, m in rows.items():
+        for source, sm in m.get("by_source", {}).items():
+            flat[f"{name} / {source}"] = sm
+    table = metrics_markdown(flat)
     print(table)
     if args.json:
         payload = rows[variants[0].name] if len(rows) == 1 else rows
@@ -123,8 +153,25 @@ def run_eval(args) -> int:
         Path(args.markdown).write_text(table + "\n")
     if args.plot:
         plot_metrics(rows, args.plot)
+    if args.risk_coverage:
+        chair = load_chair_table(synonyms)
+        curves = {}
+        for name, spoken in all_spoken.items():
+            groups: dict[str, list[str]] = {}
+            for key in spoken:
+                groups.setdefault(source_group(sources.get(key)), []).append(key)
+            for source, keys in sorted(groups.items()):
+                m = rows[name].get("by_source", {}).get(source, rows[name])
+                label = source if len(all_spoken) == 1 else f"{name} / {source}"
+                curves[label] = (risk_coverage({k: spoken[k] for k in keys}, references, chair),
+                                 (m["coverage"], m["chair_s_sure"]))
+        plot_risk_coverage(curves, args.risk_coverage)
     if args.predictions:
-        Path(args.predictions).write_text(json.dumps(all_predictions, indent=1) + "\n")
+        Path(args.predictions).write_text(json.dumps(
+            {name: {k: {"caption": s.caption, "confidence": s.confidence, "named": list(s.named),
+                        "model_caption": s.model_caption, "support": round(s.support, 3),
+                        "objects": [[d.name, round(d.score, 3)] for d in s.objects], "faces": s.faces}
+                    for k, s in spoken.items()} for name, spoken in all_spoken.items()}, indent=1) + "\n")
     return 0
 
 
@@ -147,6 +194,8 @@ def register_cli(sub) -> None:
     p.add_argument("--markdown", default=None, help="write the markdown table to this file")
     p.add_argument("--plot", default=None, help="write a PNG comparing the variants")
     p.add_argument("--predictions", default=None, help="write every caption to this JSON file")
+    p.add_argument("--risk-coverage", default=None, metavar="PNG",
+                   help="write a risk-coverage PNG (CHAIR_s against the share of photos captioned), per source")
     p.add_argument("--synonyms", default=None, help="CHAIR synonyms file (default: DATA/../chair/synonyms.txt)")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not a terminal")
     add_model_args(p)

@@ -260,9 +260,22 @@ def chair_objects(caption: str, table: ChairTable | None = None) -> list[str]:
     Multi-word synonyms are matched before single words (longest first), so "hot dog"
     is a hot dog and "teddy bear" is not a bear.
     """
+    return [mention.cls for mention in chair_mentions(caption, table)]
+
+
+@dataclass(frozen=True)
+class Mention:
+    cls: str
+    start: int  # index of its first word in ``words``
+    plural: bool  # the caption's word was a plural ("dogs", "people")
+    words: tuple[str, ...]  # the caption's words, lower case, after removing "'s"
+
+
+def chair_mentions(caption: str, table: ChairTable | None = None) -> list[Mention]:
+    """Like :func:`chair_objects`, with where each mention is and whether it is plural."""
     table = table or load_chair_table()
-    text = re.sub(r"'s\b", "", caption.lower())
-    words = [_singular(word, table.vocabulary) for word in _WORD.findall(text)]
+    raw = _WORD.findall(re.sub(r"'s\b", "", caption.lower()))
+    words = [_singular(word, table.vocabulary) for word in raw]
     found, i = [], 0
     while i < len(words):
         if (words[i] in _ANIMAL_MODIFIERS and i + 1 < len(words)
@@ -272,7 +285,8 @@ def chair_objects(caption: str, table: ChairTable | None = None) -> list[str]:
         for length in range(min(table.max_phrase_words, len(words) - i), 0, -1):
             cls = table.phrase_to_class.get(tuple(words[i:i + length]))
             if cls is not None:
-                found.append(cls)
+                plural = any(r != w or r in _IRREGULAR_PLURALS for r, w in zip(raw[i:i + length], words[i:i + length]))
+                found.append(Mention(cls, i, plural, tuple(raw)))
                 i += length
                 break
         else:

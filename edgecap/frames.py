@@ -153,6 +153,7 @@ class VideoSource(FrameSource):
         self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0) or 25.0
         self.frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self._index = 0
+        self._grabbed = False  # a frame was grabbed while skipping bad ones and is still to be retrieved
 
     @property
     def duration(self) -> float:
@@ -160,7 +161,11 @@ class VideoSource(FrameSource):
 
     def read(self) -> Frame | None:
         index = self._index
-        ok, bgr = self._cap.read()
+        if self._grabbed:
+            self._grabbed = False
+            ok, bgr = self._cap.retrieve()
+        else:
+            ok, bgr = self._cap.read()
         self._index += 1
         if ok and bgr is not None and bgr.size:
             return Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), index / self.fps, index)
@@ -170,6 +175,7 @@ class VideoSource(FrameSource):
                 bad += 1
                 self._index += 1
             if bad < self.MAX_BAD_READS:
+                self._grabbed = True  # the good frame after the bad ones: handed out by the next read
                 return Frame(None, index / self.fps, index, problem="corrupt")
         return None
 

@@ -38,6 +38,8 @@ class CaptionMemory:
                              f"{len(captions)} captions")
         if not captions:
             raise ValueError("empty memory")
+        if not all(np.isfinite(a).all() for a in (mean, basis, keys)):
+            raise ValueError("memory holds NaN or infinite numbers")
         self.mean = mean.astype(np.float32)
         self.basis = basis.astype(np.float32)
         self.keys = keys.astype(np.float32)

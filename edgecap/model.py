@@ -232,7 +232,7 @@ class Captioner:
 
     def caption(self, images: list[np.ndarray], options: DecodingOptions = DecodingOptions()
                 ) -> list[CaptionResult]:
-        """Captions for RGB uint8 frames; frames with nothing to see get a plain statement."""
+        """The model's own captions, unchecked (what edgecap says is decided in edgecap.caption)."""
         start = time.perf_counter()
         results: list[CaptionResult | None] = [None] * len(images)
         describable = []

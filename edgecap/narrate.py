@@ -30,12 +30,13 @@ from pathlib import Path
 
 import cv2
 
+from edgecap.caption import describe_scene
 from edgecap.frames import (END, CameraSource, Capture, Frame, FrameSource, FrameSourceError, ImageFolderSource,
                             Looping, Paced, VideoSource, parse_size)
 from edgecap.providers import captioner_fallback
 from edgecap.scene import (ExposureChange, SameScene, SceneChange, SceneDetector, SceneOptions, TonePlayer,
                            brightness_to_pitch, colour_name)
-from edgecap.speech import REPEAT_THRESHOLD, SpeechWorker, make_voice, pick_engine
+from edgecap.speech import REPEAT_THRESHOLD, SpeechWorker, check_output, make_voice, pick_engine
 
 log = logging.getLogger("edgecap")
 
@@ -139,6 +140,7 @@ class Narrator:
         self._scene_count = 0
         self._frame: Frame | None = None
         self._text = None  # edgecap.text_channel.TextChannel, made on first use
+        self._last_confidence: str | None = None
 
     # --- control ------------------------------------------------------------------------------
     def command(self, word: str) -> None:
@@ -281,17 +283,23 @@ class Narrator:
     def _announce(self, change: SceneChange) -> None:
         try:
             result = self._with_cpu_fallback(
-                lambda: self.captioner.caption_features(change.features, self.decoding)[0], "captioning", change.t)
+                lambda: describe_scene(self.captioner, change.rgb, change.features, self.decoding), "captioning",
+                change.t)
         except ModelFailure as exc:
             self._model_failed(exc, change.t)
             return
         self._caption_failed = False
         self._scene_count += 1
-        status = self.speech.say(result.caption, "caption", change.t, force=change.forced)
+        confidence = getattr(result, "confidence", None)
+        if confidence == "unknown" and self._last_confidence == "unknown" and not change.forced:
+            status = "suppressed"  # "I can't tell" once, not again for every view it cannot tell
+        else:
+            status = self.speech.say(result.caption, "caption", change.t, force=change.forced)
+        self._last_confidence = confidence
         self.stats["captions"] += 1
         self.stats[f"captions_{status}"] += 1
         self.log("caption", result.caption, change.t, scene=self._scene_count, speech=status,
-                 forced=change.forced or None, distance=round(change.distance, 4),
+                 forced=change.forced or None, confidence=confidence, distance=round(change.distance, 4),
                  pixel_change=round(change.pixel_change, 3), ms=round(getattr(result, "ms", 0.0), 1))
 
     def _text_channel(self):
@@ -426,6 +434,11 @@ def cmd_narrate(args) -> int:
     engine = pick_engine(args.speech)
     if engine == "none" and args.speech == "auto":
         log.warning("no speech engine found (install espeak-ng); printing only")
+    elif engine != "none" and args.speech_wav_dir is None:
+        heard = check_output(engine)  # never silence that looks like success
+        if not heard.ok:
+            log.warning("speech cannot be heard: %s; printing only", heard.reason)
+            engine = "none"
     with ExitStack() as cleanup:
         try:
             # The source first: a wrong path or camera number should not wait for the model.

@@ -119,6 +119,12 @@ def create_session(model: bytes, providers: list[str], threads: int | None = Non
     """A session on the first provider of `providers` that works; each one that fails is
     logged with its reason and dropped, ending on the CPU."""
     opts = session_options(threads)
+    external = getattr(model, "external", None)  # edgecap.bundle.GraphBytes: weights from hashed bytes only
+    label = getattr(model, "source", label)  # name the file in errors
+    if external:
+        names = list(external)
+        opts.add_external_initializers_from_files_in_memory(names, [external[n] for n in names],
+                                                            [len(external[n]) for n in names])
     chain = list(providers) or [CPU]
     reasons = []
     while True:

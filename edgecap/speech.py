@@ -82,19 +82,45 @@ def speech_command(text: str, engine: str, rate: int = 175, wav: str | Path | No
 
 def speak(text: str, engine: str = "auto", rate: int = 175, wav: str | Path | None = None,
           timeout: float = 30.0) -> bool:
-    """Speak and wait. Returns False (text-only) when no engine exists."""
+    """Speak (or write a WAV) and wait. Returns False (text-only) when the engine is "none";
+    raises SpeechError when the engine fails, hangs or returns too soon to have played it."""
     engine = pick_engine(engine)
     if engine == "none":
         return False
+    started = time.monotonic()
     proc = subprocess.Popen(speech_command(text, engine, rate, wav), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.PIPE)
     try:
-        proc.wait(timeout=timeout)
+        _, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
         raise SpeechError(f"speech engine {engine} hung for {timeout:.0f} s and was stopped") from None
-    return proc.returncode == 0
+    if proc.returncode != 0:
+        why = next(iter(err.decode(errors="replace").strip().splitlines()[-1:]), f"exit status {proc.returncode}")
+        raise SpeechError(f"speech engine {engine} failed: {why}")
+    if wav is None:
+        too_soon = returned_too_soon(text, rate, time.monotonic() - started)
+        if too_soon:
+            raise SpeechError(f"speech engine {engine} {too_soon}")
+    elif not Path(wav).is_file() or Path(wav).stat().st_size <= 44:
+        raise SpeechError(f"speech engine {engine} wrote no audio to {wav}")
+    return True
+
+
+def spoken_seconds(text: str, rate: int) -> float:
+    """About how long text takes to say at rate words per minute."""
+    return len(text.split()) * 60.0 / max(rate, 1)
+
+
+def returned_too_soon(text: str, rate: int, seconds: float) -> str | None:
+    """Engines with no audio device often exit at once with status 0: an utterance that
+    should take 2 s and "finished" in 0.02 s was not heard. Returns why, or None."""
+    expected = spoken_seconds(text, rate)
+    if expected >= 0.8 and seconds < 0.25 * expected:
+        return (f"returned after {seconds:.2f} s for a {expected:.1f} s sentence: "
+                "no audio was played (is there an output device?)")
+    return None
 
 
 # --- saying the same thing twice -------------------------------------------------------
@@ -178,6 +204,7 @@ class ProcessVoice:
     """pyttsx3 or espeak-ng in a child process; writes WAV files instead when given a path."""
 
     writes_wav = True
+    plays_audio = True  # an utterance that ends far too soon was not heard (see returned_too_soon)
 
     def __init__(self, engine: str):
         self.name = engine
@@ -374,8 +401,11 @@ class SpeechWorker:
                           seconds=round(time.monotonic() - started, 3))
             if state == "done":
                 self.spoken += 1
-                if status != 0:
-                    self._engine_failed(utterance, f"exit status {status}")
+                too_soon = None
+                if wav is None and getattr(self.voice, "plays_audio", False):
+                    too_soon = returned_too_soon(utterance.text, self.rate, time.monotonic() - started)
+                if status != 0 or too_soon:
+                    self._engine_failed(utterance, too_soon or f"exit status {status}")
                 else:
                     self._failures = 0
             with self._cond:
@@ -403,3 +433,7 @@ class SpeechWorker:
             self.on_event("fault", "speech engine keeps failing; text only from now on", utterance.t,
                           source="speech")
             self.voice = TextVoice()
+
+
+# The output check lives in its own module; it is part of this one's interface.
+from edgecap.speech_output import OutputCheck, audio_output_device, check_output  # noqa: E402,F401

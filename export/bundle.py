@@ -1,19 +1,31 @@
-"""Write an edgecap bundle: ONNX graphs + tokenizer + manifest (hashes, provenance, defaults)."""
+"""Write an edgecap bundle: ONNX graphs + tokenizer + manifest (hashes, provenance, defaults).
+
+After changing the files of a bundle on purpose (a new decoder.onnx, an added member),
+refresh its manifest hashes, its bundle.sha256 and, for a bundle edgecap ships, the
+digest pinned in edgecap/shipped_bundles.json, with one command:
+
+    python -m export.bundle refresh models/edgecap-base
+"""
 from __future__ import annotations
 
+import argparse
+import hashlib
+import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
-import onnx
-
-from edgecap.bundle import Preprocessing, load_bundle, write_manifest
+from edgecap.bundle import (MANIFEST, SHIPPED_MODELS, BundleError, Preprocessing, load_bundle, pin_digest,
+                            write_manifest)
 from edgecap.calibration import CalibrationSpec
-from export.onnx_export import count_calibrated_nodes
 
 
 def architecture_from_onnx(encoder: Path, decoder: Path, family: str, max_length: int) -> dict[str, Any]:
     """Read layer/head/visual sizes off the graphs' declared shapes."""
+    import onnx  # here, so that `refresh` needs neither onnx nor torch
+
+    from export.onnx_export import count_calibrated_nodes
     enc = onnx.load(str(encoder), load_external_data=False)
     dec = onnx.load(str(decoder), load_external_data=False)
 
@@ -58,3 +70,39 @@ def write_bundle(out_dir: Path, encoder: Path, decoder: Path, tokenizer_json: st
     write_manifest(out_dir, manifest)
     load_bundle(out_dir)  # refuse to hand out a bundle the runtime would refuse
     return out_dir
+
+
+def refresh_bundle(root: Path, pin: bool | None = None) -> str:
+    """Rewrite a bundle's manifest hashes and bundle.sha256 from the files now in it, check that
+    it loads, and pin its digest when it is a bundle in edgecap's models/ folder (or `pin`).
+    Returns the manifest digest."""
+    root = Path(root)
+    manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+    manifest.pop("sha256", None)
+    write_manifest(root, manifest)
+    if pin if pin is not None else root.resolve().parent == SHIPPED_MODELS:
+        digest = hashlib.sha256((root / MANIFEST).read_bytes()).hexdigest()
+        pin_digest(root.resolve().name, digest)
+    return load_bundle(root).digest
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export.bundle", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("refresh", help="re-hash a bundle's files, rewrite manifest.json and bundle.sha256, "
+                                        "and pin the digest of a shipped bundle")
+    p.add_argument("bundle", type=Path)
+    p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=None,
+                   help="pin the digest in edgecap/shipped_bundles.json (default: for folders in models/)")
+    args = parser.parse_args(argv)
+    try:
+        digest = refresh_bundle(args.bundle, args.pin)
+    except (BundleError, OSError, ValueError) as exc:
+        print(f"python -m export.bundle: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.bundle}: manifest sha256 {digest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -232,3 +232,37 @@ def register_memory(sub) -> None:
 
 
 REGISTER = [register_train, register_distill, register_finetune, register_sweep, register_bundle, register_memory]
+
+
+def cmd_perception(args) -> int:
+    from edgecap.bundle import BundleError
+    from export.perception import PerceptionOptions, add_perception
+
+    options = PerceptionOptions(detector_size=args.detector_size, detector_int8=args.int8,
+                                face_long_side=args.face_size)
+    try:
+        added = add_perception(args.model, args.models or Path(args.data).parent / "models", args.data, options,
+                               calibration_images(args.data) if args.int8 else None)
+    except BundleError as exc:
+        raise SystemExit(f"export: error: {exc}") from None
+    sizes = {p.name: p.stat().st_size for p in Path(args.model).iterdir() if p.is_file()}
+    print(f"added perception to {args.model} (detector {added['detector']['input_size']} px, "
+          f"{added['detector']['quantization']}): bundle {sum(sizes.values()) / 1e6:.1f} MB")
+    return 0
+
+
+def register_perception(sub) -> None:
+    from export.perception import PerceptionOptions
+
+    d = PerceptionOptions()
+    p = sub.add_parser("perception", help="add object, face and ImageNet perception to a bundle")
+    _common(p, needs_recipe=False)
+    p.add_argument("--model", type=Path, required=True, help="bundle folder to extend")
+    p.add_argument("--models", type=Path, default=None, help="detector folder (default: models/ next to --data)")
+    p.add_argument("--detector-size", type=int, default=d.detector_size, help="detector input side in pixels")
+    p.add_argument("--face-size", type=int, default=d.face_long_side, help="longer side of the face detector's input")
+    p.add_argument("--int8", action="store_true", help="quantize the detector to int8 (static, on unlabelled photos)")
+    p.set_defaults(func=cmd_perception)
+
+
+REGISTER.append(register_perception)

@@ -52,8 +52,8 @@ def add_memory(bundle_dir: Path, photos: list[Path], dims: int = 128, settings: 
 
 def write_memory(bundle_dir: Path, memory: CaptionMemory) -> None:
     """Store the memory in the bundle, list it in the manifest with its hash, and check it loads."""
+    bundle = load_bundle(bundle_dir)  # before memory.npz lands: a file the manifest does not list is refused
     (bundle_dir / MEMORY_FILE).write_bytes(memory.to_bytes())
-    bundle = load_bundle(bundle_dir)
     manifest = dict(bundle.manifest)  # write_manifest recomputes the hashes, memory.npz's included
     manifest["files"] = {**manifest["files"], "memory": MEMORY_FILE}
     manifest["memory"] = {**asdict(memory.settings), "photos": len(memory.captions),

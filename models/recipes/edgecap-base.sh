@@ -34,6 +34,8 @@ python -m export -v bundle --checkpoint "$runs/student-scst.pt" --data "$data" -
   --calibration-report "$runs/sweep-student.json" --out "$out"
 # Its memory: the shipped model's own captions of the train photos, for reranking candidates.
 python -m export -v memory --model "$out" --data "$data"
+# Perception: objects (YOLOX-Nano at 320 px), faces (YuNet at 240 px) and the backbone's ImageNet head.
+python -m export -v perception --model "$out" --data "$data" --detector-size 320 --face-size 240
 python -m export -v bundle --checkpoint "$runs/student.pt" --data "$data" --int8 --keep-fp32 \
   "$runs/student-distilled-fp32" --calibration-report "$runs/sweep-student-distilled.json" \
   --name edgecap-student-distilled --out "$runs/student-distilled-int8"

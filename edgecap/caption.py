@@ -1,0 +1,270 @@
+"""Where the spoken sentence is decided.
+
+    exposure gate -> encode -> candidate captions -> perception -> grounding -> rerank
+      -> the sentence and its confidence: "sure", "hedged" or "unknown"
+
+* sure: the best candidate (by the caption memory) among those whose every named object
+  the detectors see (edgecap.grounding);
+* hedged: "Probably ..." when a candidate's objects are only likely, otherwise a
+  statement built from the evidence ("Probably a bear.", "I'm not sure. I can see a cup
+  and a table.", "It might be a missile or a space shuttle.");
+* unknown: "I can't tell what this is." (and the exposure messages for dark, white,
+  blank or tiny frames).
+
+The CLI, eval, bench and narration all speak what this module decides; the captioner
+(edgecap.model) only supplies features and candidates. Nothing here depends on the
+other photos of a batch: perception, grounding and the memory's choice are per image.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from edgecap.decoding import DecodingOptions
+from edgecap.grounding import Evidence, GroundingRules, coco_class_of_label, gather, judge
+from edgecap.image import EXPOSURE_MESSAGES, as_rgb, exposure_problem
+from edgecap.model import CaptionResult
+
+CANT_TELL = "I can't tell what this is."
+TOO_SMALL = "The image is too small to describe."
+MIN_SIDE = 16  # pixels; a smaller frame (a 2x2 icon) shows nothing a sentence could be about
+CONFIDENCES = ("sure", "hedged", "unknown")
+MAX_NAMED = 3  # objects listed in one hedged statement
+# A frame whose 4x4 grid of cells all share one brightness and one contrast is a texture or
+# noise, not a scene: 0 of 872 real photos (captioned and unlabelled) come this close.
+TEXTURE_MEAN_SPREAD = 0.2
+TEXTURE_CONTRAST_SPREAD = 0.15
+
+SPOKEN = {"dining table": "table", "tv": "television", "sports ball": "ball", "cell phone": "phone",
+          "hair drier": "hair dryer", "skis": "pair of skis", "remote": "remote control"}
+PLURALS = {"person": "people", "mouse": "mice", "knife": "knives", "sheep": "sheep", "skis": "pairs of skis",
+           "scissors": "scissors", "bus": "buses", "couch": "couches", "sandwich": "sandwiches",
+           "toothbrush": "toothbrushes", "wine glass": "wine glasses", "dining table": "tables"}
+COUNT_WORDS = {2: "two", 3: "three", 4: "four"}
+
+
+@dataclass
+class SpokenCaption(CaptionResult):
+    confidence: str = "unknown"  # sure | hedged | unknown
+    objects: list = field(default_factory=list)  # perception Detections at or above their likely threshold
+    faces: int = 0
+    named: tuple[str, ...] = ()  # what the sentence names: COCO classes and ImageNet names
+    model_caption: str = ""  # the candidate the sentence came from, or the model's first choice
+    support: float = 0.0  # grounding margin of model_caption (edgecap.grounding.Verdict.margin)
+
+    def to_json(self) -> dict:
+        return {"caption": self.caption, "confidence": self.confidence,
+                "objects": [{"name": d.name, "score": round(d.score, 3), "box": [round(v, 3) for v in d.box]}
+                            for d in self.objects],
+                "faces": self.faces, "tokens": self.tokens, "ms": round(self.ms, 2), "status": self.status}
+
+
+@dataclass(frozen=True)
+class Choice:
+    sentence: str
+    confidence: str
+    source: str | None  # the candidate spoken (as is or after "Probably"), None for an evidence statement
+    named: tuple[str, ...]
+    model_caption: str
+    support: float
+    objects: list
+    faces: int
+
+
+class Describer:
+    """A captioner, its perception graphs and the grounding rules of its bundle."""
+
+    def __init__(self, captioner, perceiver=None, rules: GroundingRules | None = None):
+        self.captioner = captioner
+        self.perceiver = perceiver
+        self.rules = rules or GroundingRules.from_dict(captioner.bundle.manifest.get("grounding"))
+
+    @classmethod
+    def for_captioner(cls, captioner) -> "Describer":
+        """The captioner's describer, made once per provider list (a CPU fallback reloads perception)."""
+        from edgecap.perception import Perceiver
+
+        key = tuple(captioner.providers)
+        cached = getattr(captioner, "_describer", None)
+        if cached is None or cached[0] != key:
+            perceiver = Perceiver.from_bundle(captioner.bundle, captioner.providers, captioner.threads)
+            cached = (key, cls(captioner, perceiver))
+            captioner._describer = cached
+        return cached[1]
+
+    # --- entry points ----------------------------------------------------------------
+    def describe(self, images: list[np.ndarray], options: DecodingOptions = DecodingOptions()
+                 ) -> list[SpokenCaption]:
+        """The spoken sentence for each RGB uint8 frame."""
+        start = time.perf_counter()
+        results: list[SpokenCaption | None] = [None] * len(images)
+        frames, describable = [], []
+        for i, image in enumerate(images):
+            rgb = as_rgb(image)
+            gate = _gate(rgb)
+            if gate is not None:
+                results[i] = gate
+            else:
+                frames.append(rgb)
+                describable.append(i)
+        if describable:
+            features = self.captioner.encode(frames)
+            for i, res in zip(describable, self.describe_features(frames, features, options)):
+                results[i] = res
+            per_image = (time.perf_counter() - start) * 1000 / len(describable)
+            for i in describable:
+                results[i].ms = per_image  # type: ignore[union-attr]
+        return results  # type: ignore[return-value]
+
+    def describe_features(self, frames: list[np.ndarray], features, options: DecodingOptions = DecodingOptions()
+                          ) -> list[SpokenCaption]:
+        """The decision for frames whose encoder features are already computed (narration)."""
+        start = time.perf_counter()
+        pools = self.captioner.candidates(features, options)
+        memory = self.captioner.memory
+        neighbours = memory.nearest(features.pooled) if memory is not None and len(pools[0]) > 1 else None
+        results = []
+        for j, (frame, pool) in enumerate(zip(frames, pools)):
+            perception = self.perceiver.perceive(frame, features.pooled[j]) if self.perceiver else None
+            results.append(self.decide(pool, None if neighbours is None else neighbours[j], perception))
+        ms = (time.perf_counter() - start) * 1000 / max(len(frames), 1)
+        for r in results:
+            r.ms = ms
+        return results
+
+    # --- the decision ----------------------------------------------------------------
+    def decide(self, pool: list, neighbours, perception) -> SpokenCaption:
+        """The sentence for one image from its candidate pool (Decoded), memory neighbours and perception."""
+        texts = [self.captioner.tokenizer.decode(d.tokens) for d in pool]
+        choice = self.decide_texts(texts, neighbours, perception)
+        d = pool[texts.index(choice.source)] if choice.source is not None else None
+        return SpokenCaption(caption=choice.sentence, tokens=list(d.tokens) if d else [], ms=0.0,
+                             logprob=d.logprob if d else 0.0, sparc_selected=d.selected_tokens if d else 0,
+                             confidence=choice.confidence, objects=choice.objects, faces=choice.faces,
+                             named=choice.named, model_caption=choice.model_caption, support=choice.support)
+
+    def decide_texts(self, texts: list[str], neighbours, perception) -> "Choice":
+        unique = list(dict.fromkeys(texts))
+        first = self._choose(unique, neighbours)
+        if perception is None:  # a bundle without detectors: nothing can be checked
+            return Choice(probably(first), "hedged", first, (), first, 0.0, [], 0)
+        evidence = gather(perception, self.rules)
+        objects = [d for dets in evidence.likely.values() for d in dets]
+        verdicts = {text: judge(text, evidence, self.rules) for text in unique}
+        for level in ("sure", "likely"):
+            supported = [t for t in unique if verdicts[t].level == level]
+            if supported:
+                pick = self._choose(supported, neighbours)
+                v = verdicts[pick]
+                sentence = pick if level == "sure" else probably(pick)
+                return Choice(sentence, "sure" if level == "sure" else "hedged", pick, v.named, pick, v.margin,
+                              objects, evidence.faces)
+        sentence, named = evidence_statement(evidence, self.rules, self.perceiver)
+        return Choice(sentence, "hedged" if named else "unknown", None, named, first, verdicts[first].margin,
+                      objects, evidence.faces)
+
+    def _choose(self, texts: list[str], neighbours) -> str:
+        memory = self.captioner.memory
+        if len(texts) == 1 or memory is None or neighbours is None:
+            return texts[0]
+        return texts[memory.choose(texts, neighbours)]
+
+
+def describer_for(captioner) -> Describer:
+    return Describer.for_captioner(captioner)
+
+
+def describe_scene(captioner, rgb: np.ndarray, features, options: DecodingOptions):
+    """Narration's hook: the spoken decision for one steady frame and its features."""
+    if not hasattr(captioner, "bundle"):  # a stand-in captioner (tests) speaks its own caption
+        return captioner.caption_features(features, options)[0]
+    return describer_for(captioner).describe_features([as_rgb(rgb)], features, options)[0]
+
+
+def _gate(rgb: np.ndarray) -> SpokenCaption | None:
+    if min(rgb.shape[:2]) < MIN_SIDE:
+        return SpokenCaption(caption=TOO_SMALL, tokens=[], ms=0.0, status="small")
+    problem = exposure_problem(rgb)
+    if problem:
+        return SpokenCaption(caption=EXPOSURE_MESSAGES[problem], tokens=[], ms=0.0, status=problem)
+    if looks_like_texture(rgb):
+        return SpokenCaption(caption=CANT_TELL, tokens=[], ms=0.0, status="texture")
+    return None
+
+
+def looks_like_texture(rgb: np.ndarray) -> bool:
+    """Noise, a pattern or a texture: every part of the frame looks like every other."""
+    gray = cv2.cvtColor(cv2.resize(rgb, (128, 128), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+    cells = gray.astype(np.float32).reshape(4, 32, 4, 32).transpose(0, 2, 1, 3).reshape(16, -1)
+    means, contrasts = cells.mean(axis=1), cells.std(axis=1)
+    scale = contrasts.mean() + 1.0
+    return bool(means.std() / scale < TEXTURE_MEAN_SPREAD and contrasts.std() / scale < TEXTURE_CONTRAST_SPREAD)
+
+
+# --- sentences --------------------------------------------------------------------------
+def probably(caption: str) -> str:
+    text = caption.strip()
+    if not text:
+        return CANT_TELL
+    return "Probably " + text[0].lower() + text[1:]
+
+
+def object_phrase(cls: str, count: int, where: str = "") -> str:
+    if count >= 2:
+        name = PLURALS.get(cls) or SPOKEN.get(cls, cls) + ("es" if cls.endswith(("s", "sh", "ch", "x")) else "s")
+        phrase = f"{COUNT_WORDS.get(count, 'several')} {name}"
+    else:
+        name = SPOKEN.get(cls, cls)
+        phrase = ("an " if name[0] in "aeiou" else "a ") + name
+    return f"{phrase} {where}".strip()
+
+
+def position(dets) -> str:
+    """'on the left' / 'on the right' when every box centre is on that side, else ''."""
+    centres = [(d.box[0] + d.box[2]) / 2 for d in dets]
+    if centres and max(centres) < 0.4:
+        return "on the left"
+    if centres and min(centres) > 0.6:
+        return "on the right"
+    return ""
+
+
+def _join(phrases: list[str], word: str = "and") -> str:
+    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + f" {word} " + phrases[-1]
+
+
+def evidence_statement(evidence: Evidence, rules: GroundingRules, perceiver=None) -> tuple[str, tuple[str, ...]]:
+    """A hedged sentence from the detections and ImageNet labels alone, and what it names."""
+    # Name what is seen surely; only when nothing is, the likely things (fewer of them).
+    seen = evidence.sure or evidence.likely
+    ranked = sorted(seen.items(), key=lambda kv: -kv[1][0].score)
+    if "person" not in seen and evidence.faces:
+        ranked.append(("person", []))
+    ranked = ranked[:MAX_NAMED if evidence.sure else MAX_NAMED - 1]
+    phrases = [object_phrase(cls, evidence.count(cls), position(dets) if i == 0 else "")
+               for i, (cls, dets) in enumerate(ranked)]
+    named = [cls for cls, _ in ranked]
+
+    def spoken_label(name: str) -> str:
+        return perceiver.head.phrase(name) if perceiver is not None else f"a {name}"
+
+    labels = [(n, p) for n, p in evidence.labels if coco_class_of_label(n) not in named]
+    strong = [(n, p) for n, p in labels if p >= rules.label_sure][:1]
+    weak = [(n, p) for n, p in labels if p >= rules.label_likely][:2]
+    if strong:
+        name = strong[0][0]
+        sentence = f"Probably {spoken_label(name)}."
+        if phrases:
+            sentence += f" I can see {_join(phrases)}."
+        return sentence, (name, *named)
+    if phrases:
+        top_cls, top_dets = ranked[0]
+        if len(ranked) == 1 and evidence.has(top_cls, "sure", rules):
+            return f"Probably {phrases[0]}.", tuple(named)
+        return f"I'm not sure. I can see {_join(phrases)}.", tuple(named)
+    if weak:
+        return f"It might be {_join([spoken_label(n) for n, _ in weak], 'or')}.", tuple(n for n, _ in weak)
+    return CANT_TELL, ()
