@@ -104,6 +104,7 @@ def _skip_if_no_xcb(proc, log):
 
 def test_the_screen_reader_sees_every_control_and_hears_describe(desktop, tmp_path):
     from edgecap.app.keymap import ACTIONS
+    from edgecap.app.workers import SharedCaptioner, spoken_description
     from edgecap.decoding import preset
     from edgecap.image import read_image
     from edgecap.model import Captioner
@@ -135,7 +136,8 @@ def test_the_screen_reader_sees_every_control_and_hears_describe(desktop, tmp_pa
     unnamed = [n for n in nodes if n["focusable"] and n["enabled"] and not n["name"].strip()]
     assert not unnamed, f"focusable without a name: {unnamed}"
     # Describe, pressed through AT-SPI, changed what the reader reads.
-    expected = Captioner.load(provider="cpu").caption([read_image(ASSETS / "chelsea.jpg")], preset("brief"))[0]
+    expected = spoken_description(SharedCaptioner(Captioner.load(provider="cpu")), read_image(ASSETS / "chelsea.jpg"),
+                                  preset("brief"))
     assert seen["before"]["name"] == NOTHING_YET
     assert seen["after"]["name"] == expected.caption
     assert seen["after"]["text"] in (None, expected.caption)  # Qt gives labels no AT-SPI Text interface today

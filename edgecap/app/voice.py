@@ -67,15 +67,15 @@ def open_voice(engine: str, speaker: str) -> tuple[RoutedVoice, str | None]:
     check = getattr(speech_mod, "check_output", None)  # speech hardening adds this; use it when present
     if problem is None and check is not None and own.name != "none":
         try:
-            verdict = check(own.name)
+            verdict = check(own.name, synthesize=False)  # edgecap.speech_output.OutputCheck(ok, engine, reason)
         except SpeechError as exc:
             verdict = str(exc)
         except Exception as exc:  # noqa: BLE001 - a broken check must not stop the app
             verdict = f"speech check failed: {exc}"
         if isinstance(verdict, str) and verdict:
             problem = verdict
-        elif verdict is False:
-            problem = f"{own.name} cannot play sound here"
+        elif getattr(verdict, "ok", True) is False or verdict is False:
+            problem = getattr(verdict, "reason", "") or f"{own.name} cannot play sound here"
     if problem and speaker == "edgecap":
         problem += "; speaking through the screen reader instead"
         own = make_voice("none")

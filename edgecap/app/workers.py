@@ -39,7 +39,7 @@ class SharedCaptioner:
 
     def __init__(self, captioner):
         self.inner = captioner
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()
 
     @property
     def provider(self) -> str:
@@ -50,7 +50,7 @@ class SharedCaptioner:
 
     def _locked(name):  # noqa: N805 - builds the locked methods below
         def call(self, *args, **kwargs):
-            with self._lock:
+            with self.lock:
                 return getattr(self.inner, name)(*args, **kwargs)
         call.__name__ = name
         return call
@@ -60,6 +60,17 @@ class SharedCaptioner:
     caption_features = _locked("caption_features")
     fall_back_to_cpu = _locked("fall_back_to_cpu")
     del _locked
+
+
+def spoken_description(captioner: "SharedCaptioner", rgb: np.ndarray, options):
+    """What edgecap says about one picture: edgecap.caption's grounded decision (sentence and
+    confidence) where that module exists, else the model's caption."""
+    try:
+        from edgecap.caption import describer_for
+    except ImportError:
+        return captioner.caption([rgb], options)[0]
+    with captioner.lock:
+        return describer_for(captioner.inner).describe([rgb], options)[0]
 
 
 class ModelHolder:
@@ -128,7 +139,7 @@ class CaptionWorker(QObject):
             if kind == "warm":
                 self.ready.emit(self.model.get().provider)
             elif kind == "describe":
-                self.described.emit(job, label, self.model.get().caption([rgb], options)[0])
+                self.described.emit(job, label, spoken_description(self.model.get(), rgb, options))
             elif kind == "read":
                 found = self.reader(rgb)
                 self.read_done.emit(job, label, str(getattr(found, "text", found) or "").strip())
