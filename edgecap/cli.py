@@ -139,10 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _plugins():
-    """Sub-commands that live in their own modules (narrate, eval, doctor, read, describe)."""
+    """Sub-commands that live in their own modules (narrate, eval, doctor, read, describe, app)."""
     found = []
     for module_name in ("edgecap.narrate", "edgecap.dataset_eval", "edgecap.doctor", "edgecap.read_aloud",
-                        "edgecap.describe"):
+                        "edgecap.describe", "edgecap.app"):  # app: Qt loads only when it runs
         try:
             module = __import__(module_name, fromlist=["register_cli"])
         except ImportError as exc:
