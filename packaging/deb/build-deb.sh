@@ -83,7 +83,8 @@ edgecap $VERSION: Apache-2.0. The model bundle: see /opt/edgecap/app/models/edge
 Bundled Python packages keep their licences in
 /opt/edgecap/venv/lib/python3.11/site-packages/*.dist-info/ (numpy BSD-3-Clause, onnxruntime MIT,
 opencv-python-headless Apache-2.0 / MIT, pyttsx3 MPL-2.0, tokenizers Apache-2.0, flatbuffers
-Apache-2.0, packaging BSD-2-Clause / Apache-2.0, protobuf BSD-3-Clause).
+Apache-2.0, packaging BSD-2-Clause / Apache-2.0, protobuf BSD-3-Clause, rapidocr Apache-2.0 with
+its PP-OCR models, threadpoolctl BSD-3-Clause, and rapidocr's own needs).
 EOF
 for script in postinst prerm postrm; do
     install -m 755 "$HERE/$script" "$STAGE/DEBIAN/$script"
