@@ -6,13 +6,11 @@ import os
 # Every entry point imports this package before onnxruntime. Offline means offline.
 os.environ["ORT_DISABLE_TELEMETRY"] = "1"
 
-__version__ = "0.1.0"
-
-import os as _os
-
 # edgecap's own numpy matmuls are tiny; a second OpenBLAS thread only busy-waits on the core
 # left free for capture and speech. Set before numpy loads (see also edgecap.model.pin_blas_threads).
-_os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+__version__ = "0.1.0"
 
 from edgecap.calibration import CalibrationSpec  # noqa: E402
 from edgecap.decoding import DecodingOptions, preset  # noqa: E402
