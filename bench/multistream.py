@@ -46,7 +46,7 @@ def run(n: int, photos_per_stream: int, data: Path, threads: int | None) -> dict
             folder = Path(tmp) / f"s{s}"
             folder.mkdir()
             for i, photo in enumerate(pool[s * photos_per_stream:(s + 1) * photos_per_stream]):
-                (folder / f"{i:03d}{photo.suffix}").symlink_to(photo)
+                (folder / f"{i:03d}{photo.suffix}").symlink_to(photo.resolve())  # a relative --data too
             args += ["--images", str(folder)]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
