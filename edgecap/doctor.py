@@ -7,7 +7,6 @@ The exit status is 1 when an essential check fails.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform

@@ -1,7 +1,6 @@
 """Bundles that cannot be swapped: manifest digest and pin, strict schema, size limits, external data."""
 import hashlib
 import json
-import os
 import shutil
 import zipfile
 from pathlib import Path
