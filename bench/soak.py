@@ -34,7 +34,8 @@ from edgecap.frames import Faults, FaultySource, Looping, Paced, VideoSource  # 
 from edgecap.image import read_image  # noqa: E402
 from edgecap.narrate import EventLog, NarrateOptions, Narrator  # noqa: E402
 from edgecap.scene import SceneOptions  # noqa: E402
-from edgecap.speech import SpeechError, SpeechWorker, make_voice  # noqa: E402
+from edgecap.speech import SpeechWorker  # noqa: E402
+from edgecap.voices import SpeechError, make_voice  # noqa: E402
 
 PHOTOS = REPO.parent / "shared" / "data" / "captioned" / "images"
 FAULTS = Faults(drops=((10.0, 14.0),), dark=((25.0, 28.0),), corrupt=((40.0, 41.0),), period=60.0)

@@ -227,7 +227,7 @@ def floors_report(captioner, floors: Floors, step_ms: float, encoder_ms: float) 
 
 
 def run_bench(args, captioner) -> int:
-    from edgecap.cli import decoding_options
+    from edgecap.cli_args import decoding_options
 
     paths = photo_paths(args.paths, args.images, args.limit)
     images = [read_image(p) for p in paths]

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from edgecap import __version__
+from edgecap.cli_args import add_decoding_args, add_model_args, decoding_options, load_captioner
 
 log = logging.getLogger("edgecap")
 BATCH = 8
@@ -17,49 +18,6 @@ BATCH = 8
 def _fail(message: str, code: int = 2) -> int:
     print(f"edgecap: error: {message}", file=sys.stderr)
     return code
-
-
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", type=Path, default=None, help="model bundle folder (default: models/edgecap-base)")
-    p.add_argument("--provider", default="auto",
-                   help="auto, cpu, cuda, tensorrt, openvino, qnn, coreml or a full onnxruntime provider name")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for onnxruntime")
-
-
-def add_decoding_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--detail", choices=["brief", "detailed"], default="brief")
-    p.add_argument("--beams", type=int, default=None, help="beam size 1-8")
-    p.add_argument("--temperature", type=float, default=None, help="> 0 samples instead of beam search")
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--repetition-penalty", type=float, default=None)
-    p.add_argument("--min-length", type=int, default=None)
-    p.add_argument("--max-length", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--no-calibration", action="store_true", help="turn SPARC calibration off")
-    p.add_argument("--calibration", default=None, help="override SPARC settings, e.g. alpha=1.2,tau=2")
-    p.add_argument("--no-rerank", action="store_true",
-                   help="say the beam caption as is, without checking candidates against the model's memory")
-
-
-def decoding_options(args, captioner):
-    from edgecap.decoding import preset
-
-    calibration = None
-    if args.calibration:
-        calibration = captioner.bundle.calibration.with_overrides(args.calibration)
-    beams = args.beams
-    if args.temperature and beams is None:
-        beams = 1
-    return preset(args.detail, beam_size=beams, temperature=args.temperature, top_p=args.top_p,
-                  repetition_penalty=args.repetition_penalty, min_length=args.min_length,
-                  max_length=args.max_length, seed=args.seed, calibrate=not args.no_calibration,
-                  calibration=calibration, rerank=False if args.no_rerank else None)
-
-
-def load_captioner(args):
-    from edgecap.model import Captioner
-
-    return Captioner.load(args.model, provider=args.provider, threads=args.threads)
 
 
 def cmd_caption(args) -> int:
@@ -133,25 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(p)
     p.set_defaults(func=cmd_info)
 
-    for register in _plugins():
-        register(sub)
+    for command in _subcommands():
+        command.register_cli(sub)
     return parser
 
 
-def _plugins():
-    """Sub-commands that live in their own modules (narrate, eval, doctor, read, describe, app)."""
-    found = []
-    for module_name in ("edgecap.narrate", "edgecap.dataset_eval", "edgecap.doctor", "edgecap.read_aloud",
-                        "edgecap.describe", "edgecap.app"):  # app: Qt loads only when it runs
-        try:
-            module = __import__(module_name, fromlist=["register_cli"])
-        except ImportError as exc:
-            # Say why, or the command just vanishes from the CLI ("invalid choice") with no clue.
-            log.warning("%s is unavailable: %s", module_name.rsplit(".", 1)[-1], exc)
-            continue
-        if hasattr(module, "register_cli"):
-            found.append(module.register_cli)
-    return found
+def _subcommands():
+    """Sub-commands in their own modules. Imported here, when the parser is built, so `import
+    edgecap.cli` stays light; each loads its heavy parts (Qt, the model, Ray) only when it runs."""
+    from edgecap import app, dataset_eval, describe_cli, doctor, narrate_cli, read_aloud
+
+    return (narrate_cli, dataset_eval, doctor, read_aloud, describe_cli, app)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="edgecap: %(levelname)s: %(message)s")
     from edgecap.bundle import BundleError
     from edgecap.providers import ProviderError
-    from edgecap.speech import SpeechError
+    from edgecap.voices import SpeechError
 
     try:
         return args.func(args)

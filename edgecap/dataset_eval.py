@@ -115,7 +115,7 @@ def score(spoken: dict, references: dict, sources: dict, synonyms) -> dict:
 
 
 def run_eval(args) -> int:
-    from edgecap.cli import decoding_options
+    from edgecap.cli_args import decoding_options
     from edgecap.decision_metrics import plot_risk_coverage, risk_coverage, source_group
     from edgecap.evaluate import load_chair_table, metrics_markdown, plot_metrics
     from edgecap.model import Captioner
@@ -183,7 +183,7 @@ def _default_synonyms(data: Path) -> Path | None:
 
 
 def register_cli(sub) -> None:
-    from edgecap.cli import add_decoding_args, add_model_args
+    from edgecap.cli_args import add_decoding_args, add_model_args
 
     p = sub.add_parser("eval", help="score captions against human references (BLEU, CIDEr, CHAIR, ...)")
     p.add_argument("--data", type=Path, required=True, help="folder with captions.jsonl and the images")

@@ -14,7 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -239,81 +238,15 @@ def check_cameras() -> Check:
     return Check("cameras", PASS, detail, data=found)
 
 
-def output_devices() -> dict[str, list[str]]:
-    alsa = []
-    try:
-        for line in Path("/proc/asound/pcm").read_text(errors="replace").splitlines():
-            if "playback" in line:
-                alsa.append(line.split(":")[0].strip() + " " + line.split(":")[2].strip()
-                            if line.count(":") >= 2 else line.strip())
-    except OSError:
-        pass
-    pulse = []
-    out = _run(["pactl", "list", "short", "sinks"], timeout=3)
-    if out:
-        pulse = [line.split("\t")[1] for line in out.splitlines() if "\t" in line and "auto_null" not in line]
-    return {"alsa": alsa, "pulse": pulse}
-
-
-def _engine_makes_sound(engine: str) -> tuple[bool, str]:
-    """Render a word to a WAV file with the engine and look for non-silent samples."""
-    import wave
-
-    import numpy as np
-
-    from edgecap.speech import SpeechError, speak
-
-    with tempfile.TemporaryDirectory() as tmp:
-        wav = Path(tmp) / "test.wav"
-        try:
-            speak("test", engine, wav=wav, timeout=20)
-            with wave.open(str(wav)) as w:
-                samples = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
-        except (SpeechError, OSError, wave.Error, EOFError) as exc:
-            return False, f"{engine} made no audio ({exc})"
-    if samples.size == 0 or int(np.abs(samples).max()) < 100:
-        return False, f"{engine} wrote only silence"
-    return True, f"{engine} renders speech ({samples.size} samples)"
-
-
-def minimal_output_check(engine: str = "auto"):
-    """Used until edgecap.speech has check_output: engine found, renders audio, a device exists."""
-    from edgecap.speech import SpeechError, espeak_binary, pick_engine
-
-    try:
-        chosen = pick_engine(engine)
-    except SpeechError as exc:
-        return False, engine, str(exc)
-    if chosen == "none":
-        return False, chosen, "no speech engine (espeak-ng, or pyttsx3 with espeak-ng) is installed"
-    renders, how = _engine_makes_sound(chosen)
-    if not renders and engine == "auto" and chosen == "pyttsx3" and espeak_binary():
-        failed = how  # does the espeak-ng program work where pyttsx3 did not? (--speech espeak)
-        chosen = "espeak"
-        renders, how = _engine_makes_sound(chosen)
-        how = f"{how} ({failed})"
-    devices = output_devices()
-    where = ", ".join(devices["pulse"] + devices["alsa"])
-    if not renders:
-        return False, chosen, how
-    if not where:
-        return False, chosen, f"{how}, but there is no sound output device (no ALSA playback device, no Pulse sink)"
-    return True, chosen, f"{how}; output: {where}"
-
-
 def check_speech(engine: str = "auto") -> Check:
-    from edgecap import speech
+    from edgecap.speech_output import check_output
 
     fix = ("apt-get install espeak-ng; connect headphones or a speaker; a service user must be in the "
            "'audio' group")
-    probe = getattr(speech, "check_output", None)
-    if probe is not None:
-        result = probe(engine)
-        ok, chosen, reason = result.ok, result.engine, result.reason
-    else:
-        ok, chosen, reason = minimal_output_check(engine)
-    data = {"engine": chosen, "ok": ok, "how": "speech.check_output" if probe else "doctor"}
-    return Check("speech", PASS if ok else WARN, f"{chosen}: {reason}", None if ok else fix, data=data)
+    result = check_output(engine)
+    data = {"engine": result.engine, "ok": result.ok}
+    return Check("speech", PASS if result.ok else WARN, f"{result.engine}: {result.reason}", None if result.ok else fix,
+                 data=data)
 
 
 def run_checks(model: Path | None = None, provider: str = "auto", threads: int | None = None,
@@ -356,7 +289,7 @@ def cmd_doctor(args) -> int:
 
 
 def register_cli(subparsers) -> None:
-    from edgecap.cli import add_model_args
+    from edgecap.cli_args import add_model_args
 
     p = subparsers.add_parser("doctor", help="check this machine: accelerator, model, camera, voice, memory",
                               description=__doc__.splitlines()[0])

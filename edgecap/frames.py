@@ -482,6 +482,22 @@ class Capture:
                         pass
 
 
+def open_source(args) -> FrameSource:
+    if args.camera is not None:
+        camera = CameraSource(args.camera, args.camera_size, args.camera_fps)
+        if not camera.opened:  # absent at the start: say so; unplugged later: announced and retried
+            raise FrameSourceError(f"camera {args.camera} cannot be opened (not connected, or in use; "
+                                   "try another --camera number)")
+        return camera
+    if args.video is not None:
+        make = lambda: VideoSource(args.video)  # noqa: E731
+    else:
+        make = lambda: ImageFolderSource(args.images, args.seconds_per_image, args.slideshow_fps)  # noqa: E731
+    source = Looping(make) if args.loop else make()
+    return Paced(source) if args.realtime else source
+
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """'1280x720' -> (1280, 720)."""
     try:

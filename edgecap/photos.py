@@ -27,7 +27,8 @@ class Voice:
     """What --speak and --speak-to do with each line: say it now, and/or collect it for one WAV."""
 
     def __init__(self, args):
-        from edgecap.speech import check_output, pick_engine
+        from edgecap.speech_output import check_output
+        from edgecap.voices import pick_engine
 
         self.speak, self.wav = args.speak, args.speak_to
         self.engine, self.failed, self.lines = "none", False, []
@@ -50,7 +51,7 @@ class Voice:
             raise SpeechSetupError(f"--speak-to {display_name(self.wav)}: its folder does not exist")
 
     def say(self, text: str) -> None:
-        from edgecap.speech import SpeechError, speak
+        from edgecap.voices import SpeechError, speak
 
         if self.wav:
             self.lines.append(text)
@@ -64,7 +65,7 @@ class Voice:
 
     def finish(self) -> bool:
         """Write the collected speech to the --speak-to file; False (after an error line) on failure."""
-        from edgecap.speech import SpeechError, speak
+        from edgecap.voices import SpeechError, speak
 
         if not self.wav:
             return not self.failed

@@ -144,7 +144,7 @@ def cmd_read(args) -> int:
 
 
 def _say(utterances: list[str], engine: str) -> None:
-    from edgecap.speech import SpeechError, speak
+    from edgecap.voices import SpeechError, speak
 
     if engine == "none":
         return

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from edgecap.image import exposure_problem
-from edgecap.speech import ChildProcess
+from edgecap.voices import ChildProcess
 
 WORK_WIDTH = 320  # frames are measured at this width, so thresholds do not depend on the camera
 THUMB = 16

@@ -52,7 +52,7 @@ def check_output(engine: str = "auto", *, synthesize: bool = True, asound: Path 
                  runtime_dir: str | None = None, env: dict | None = None) -> OutputCheck:
     """Can `engine` be heard here? An engine must exist, must turn a word into audio (a
     short WAV is written and checked when `synthesize`), and an output device must exist."""
-    from edgecap.speech import SpeechError, pick_engine, speak
+    from edgecap.voices import SpeechError, pick_engine, speak
 
     try:
         name = pick_engine(engine)

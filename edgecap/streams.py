@@ -15,7 +15,14 @@ import threading
 from contextlib import ExitStack
 from pathlib import Path
 
+from edgecap.cli_args import decoding_options, load_captioner
+from edgecap.controls import KEY_HELP, KeyboardControl, SocketControl
+from edgecap.frames import FrameSourceError, open_source
+from edgecap.narrate import EventLog, NarrateOptions, Narrator
 from edgecap.providers import CPU
+from edgecap.scene import SceneOptions
+from edgecap.speech import SpeechWorker
+from edgecap.voices import make_voice, pick_engine
 
 log = logging.getLogger("edgecap")
 
@@ -114,13 +121,6 @@ class Router:
 
 def narrate_streams(args) -> int:
     """`edgecap narrate` with several sources: one model, one voice, a narrator per source."""
-    from edgecap.cli import decoding_options, load_captioner
-    from edgecap.controls import KEY_HELP, KeyboardControl, SocketControl
-    from edgecap.frames import FrameSourceError
-    from edgecap.narrate import EventLog, NarrateOptions, Narrator, open_source
-    from edgecap.scene import SceneOptions
-    from edgecap.speech import SpeechWorker, make_voice, pick_engine
-
     channel = "colour" if args.channel == "color" else args.channel
     if channel != "scene":
         print("edgecap: error: several sources work with --channel scene only", file=sys.stderr)

@@ -266,7 +266,7 @@ def test_settings_are_saved_and_bad_ones_fall_back(tmp_path):
 
 def test_who_speaks_routes_to_the_screen_reader(make_window, qtbot):
     from edgecap.app.voice import RoutedVoice
-    from edgecap.speech import ProcessVoice, TextVoice
+    from edgecap.voices import ProcessVoice, TextVoice
 
     assert not RoutedVoice(ProcessVoice("espeak"), "edgecap").through_reader
     assert RoutedVoice(ProcessVoice("espeak"), "screen_reader").through_reader
@@ -316,10 +316,10 @@ def test_closing_stops_camera_narration_and_speech(make_window, qtbot):
 
 
 def test_a_missing_speech_engine_is_shown_and_announced(make_window, qtbot, monkeypatch):
-    import edgecap.speech as speech
+    import edgecap.voices as voices
 
-    monkeypatch.setattr(speech, "espeak_binary", lambda: None)  # as on a machine without espeak-ng
-    monkeypatch.setattr(speech, "pyttsx3_available", lambda: False)
+    monkeypatch.setattr(voices, "espeak_binary", lambda: None)  # as on a machine without espeak-ng
+    monkeypatch.setattr(voices, "pyttsx3_available", lambda: False)
     window = make_window(AppSettings(camera=-1, voice="auto", earcons=False))
     assert any(a.startswith("No speech engine found") for a in window.announced)
     window.show_sentence("Probably a cat on a sofa.", "hedged", "test")

@@ -186,7 +186,8 @@ def test_narration_does_not_repeat_i_cant_tell_for_the_same_scene(tmp_path):
     from edgecap.frames import MemorySource
     from edgecap.narrate import EventLog, Narrator
     from edgecap.scene import SceneChange
-    from edgecap.speech import SpeechWorker, TextVoice
+    from edgecap.speech import SpeechWorker
+    from edgecap.voices import TextVoice
 
     script = [(CANT_TELL, "unknown"), (CANT_TELL, "unknown"), ("A dog runs.", "sure"), (CANT_TELL, "unknown"),
               (CANT_TELL, "unknown")]

@@ -19,7 +19,9 @@ from edgecap.frames import Faults, FaultySource, Frame, FrameSource, MemorySourc
 from edgecap.image import read_image
 from edgecap.narrate import CUES, EventLog, NarrateOptions, Narrator
 from edgecap.scene import SceneOptions, TonePlayer, cosine_distance
-from edgecap.speech import ProcessVoice, SpeechWorker, TextVoice, espeak_binary, near_duplicate
+from edgecap.repeats import near_duplicate
+from edgecap.speech import SpeechWorker
+from edgecap.voices import ProcessVoice, TextVoice, espeak_binary
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "captioned" / "images"

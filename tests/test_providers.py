@@ -81,7 +81,8 @@ def test_narration_says_once_that_the_accelerator_was_not_used(monkeypatch, tmp_
     from edgecap.decoding import preset
     from edgecap.frames import MemorySource
     from edgecap.narrate import EventLog, NarrateOptions, Narrator
-    from edgecap.speech import SpeechWorker, TextVoice
+    from edgecap.speech import SpeechWorker
+    from edgecap.voices import TextVoice
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime really has CUDA")

@@ -181,7 +181,8 @@ def test_narrate_text_channel_reads_a_label_held_still(photos, tmp_path):
     from edgecap.controls import KEYS, parse_command
     from edgecap.frames import MemorySource
     from edgecap.narrate import EventLog, NarrateOptions, Narrator
-    from edgecap.speech import SpeechWorker, TextVoice
+    from edgecap.speech import SpeechWorker
+    from edgecap.voices import TextVoice
 
     assert parse_command("read") == "read" and KEYS["t"] == "read"
     frames = [sign(photos[3], [("PHARMACY", 2.0)])] * 10  # 2 s at 5 fps

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from edgecap.scene import TonePlayer, sine_tone, wav_bytes
-from edgecap.speech import (REPEAT_THRESHOLD, ProcessVoice, SpeechError, SpeechWorker, TextVoice, content_words,
-                            espeak_binary, near_duplicate, pick_engine, pyttsx3_available, speak, speech_command,
-                            text_similarity)
+from edgecap.repeats import REPEAT_THRESHOLD, content_words, near_duplicate, text_similarity
+from edgecap.speech import SpeechWorker
+from edgecap.voices import (ProcessVoice, SpeechError, TextVoice, espeak_binary, pick_engine, pyttsx3_available, speak,
+                            speech_command)
 
 
 def read_wav(path):

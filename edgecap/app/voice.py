@@ -12,8 +12,9 @@ import logging
 
 from PySide6.QtCore import QObject, Signal
 
-from edgecap import speech as speech_mod
-from edgecap.speech import SpeechError, SpeechWorker, make_voice
+from edgecap.speech import SpeechWorker
+from edgecap.speech_output import check_output
+from edgecap.voices import SpeechError, make_voice
 
 log = logging.getLogger("edgecap")
 
@@ -64,18 +65,15 @@ def open_voice(engine: str, speaker: str) -> tuple[RoutedVoice, str | None]:
         own, problem = make_voice("none"), str(exc)
     if problem is None and own.name == "none" and engine != "none":
         problem = "No speech engine found (install espeak-ng)"
-    check = getattr(speech_mod, "check_output", None)  # speech hardening adds this; use it when present
-    if problem is None and check is not None and own.name != "none":
+    if problem is None and own.name != "none":
         try:
-            verdict = check(own.name, synthesize=False)  # edgecap.speech_output.OutputCheck(ok, engine, reason)
+            verdict = check_output(own.name, synthesize=False)
+            if not verdict.ok:
+                problem = verdict.reason or f"{own.name} cannot play sound here"
         except SpeechError as exc:
-            verdict = str(exc)
+            problem = str(exc)
         except Exception as exc:  # noqa: BLE001 - a broken check must not stop the app
-            verdict = f"speech check failed: {exc}"
-        if isinstance(verdict, str) and verdict:
-            problem = verdict
-        elif getattr(verdict, "ok", True) is False or verdict is False:
-            problem = getattr(verdict, "reason", "") or f"{own.name} cannot play sound here"
+            problem = f"speech check failed: {exc}"
     if problem and speaker == "edgecap":
         problem += "; speaking through the screen reader instead"
         own = make_voice("none")
