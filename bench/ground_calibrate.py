@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgecap.bundle import load_bundle, write_manifest  # noqa: E402
 from edgecap.decision_metrics import mentioned  # noqa: E402
-from edgecap.evaluate import chair_objects, load_chair_table  # noqa: E402
+from edgecap.chair import chair_objects, load_chair_table  # noqa: E402
 from edgecap.grounding import GroundingRules  # noqa: E402
 from edgecap.image import read_image  # noqa: E402
 

@@ -33,7 +33,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edgecap.evaluate import chair_objects, load_chair_table  # noqa: E402
+from edgecap.chair import chair_objects, load_chair_table  # noqa: E402
 from edgecap.image import read_image  # noqa: E402
 from edgecap.perception import DetectorSettings, decode_yolox, letterbox  # noqa: E402
 from edgecap.providers import create_session  # noqa: E402

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 
-from edgecap.evaluate import simple_tokenize
+from edgecap.text_normalise import simple_tokenize
 
 END = "</s>"
 

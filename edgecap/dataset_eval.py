@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from edgecap.progress import Progress
+
 BATCH = 16
 
 
@@ -48,27 +50,6 @@ def read_split(data: Path, split: str | None) -> list[dict]:
     return rows
 
 
-class Progress:
-    """A one-line progress bar on stderr (only when it is a terminal, or when forced)."""
-
-    def __init__(self, total: int, label: str, enabled: bool | None = None):
-        self.total, self.label, self.start = total, label, time.time()
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-
-    def update(self, done: int) -> None:
-        if not self.enabled:
-            return
-        width = 30
-        filled = int(width * done / max(self.total, 1))
-        rate = done / max(time.time() - self.start, 1e-6)
-        eta = (self.total - done) / rate if rate > 0 else 0
-        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} "
-                         f"{rate:.1f} img/s eta {eta:.0f} s ")
-        sys.stderr.flush()
-        if done >= self.total:
-            sys.stderr.write("\n")
-
-
 def caption_records(captioner, records: list[dict], root: Path, options, label: str,
                     progress: bool | None = None) -> dict[str, object]:
     """file -> the spoken decision (edgecap.caption.SpokenCaption) for each readable record."""
@@ -95,7 +76,8 @@ def caption_records(captioner, records: list[dict], root: Path, options, label: 
 def score(spoken: dict, references: dict, sources: dict, synonyms) -> dict:
     """Every caption metric on what is said, the decision metrics, and both per source under by_source."""
     from edgecap.decision_metrics import decision_metrics, source_group
-    from edgecap.evaluate import evaluate_captions, load_chair_table
+    from edgecap.chair import load_chair_table
+    from edgecap.evaluate import evaluate_captions
 
     table = load_chair_table(synonyms)
 
@@ -117,7 +99,8 @@ def score(spoken: dict, references: dict, sources: dict, synonyms) -> dict:
 def run_eval(args) -> int:
     from edgecap.cli_args import decoding_options
     from edgecap.decision_metrics import plot_risk_coverage, risk_coverage, source_group
-    from edgecap.evaluate import load_chair_table, metrics_markdown, plot_metrics
+    from edgecap.chair import load_chair_table
+    from edgecap.evaluate import metrics_markdown, plot_metrics
     from edgecap.model import Captioner
 
     records = read_split(args.data, args.split)

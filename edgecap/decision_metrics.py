@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from edgecap.evaluate import ChairTable, _singular, chair_objects, load_chair_table, simple_tokenize
+from edgecap.chair import ChairTable, chair_objects, load_chair_table, singular
+from edgecap.text_normalise import simple_tokenize
 
 DECISION_KEYS = ("coverage", "chair_s_sure", "chair_i_sure", "hedged_precision", "unknown_rate", "n_sure",
                  "n_hedged", "n_unknown")
@@ -60,8 +61,8 @@ def mentioned(name: str, refs: list[str], truth: set[str], table: ChairTable) ->
     classes = chair_objects(name, table)
     if len(classes) == 1:  # an ImageNet name that is a COCO class ("teddy bear", "laptop")
         return classes[0] in truth
-    words = {_singular(w, table.vocabulary) for ref in refs for w in simple_tokenize(ref).split()}
-    return any(_singular(w, table.vocabulary) in words for w in simple_tokenize(name).split())
+    words = {singular(w, table.vocabulary) for ref in refs for w in simple_tokenize(ref).split()}
+    return any(singular(w, table.vocabulary) in words for w in simple_tokenize(name).split())
 
 
 def risk_coverage(spoken: Mapping[str, object], references: Mapping[str, list[str]],

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecap.dataset_eval import Progress
+from edgecap.progress import Progress
 from edgecap.decoding import DecodingOptions, preset
 from edgecap.image import ImageError
 from edgecap.library_photos import decode_photo, find_photos, photo_hash

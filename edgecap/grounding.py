@@ -1,6 +1,6 @@
 """Is a caption supported by what the detectors see?
 
-A caption's objects are found with the CHAIR synonym table (edgecap.evaluate), plus a
+A caption's objects are found with the CHAIR synonym table (edgecap.chair), plus a
 few more words for people. A caption is *supported* when every object it names is
 detected above that class's calibrated threshold (a person also by a face), each count
 it states ("two dogs", "people") is seen, and no strong detection or confident ImageNet
@@ -15,8 +15,8 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgecap.evaluate import (_ANIMAL_CLASSES, _BUILTIN_SYNONYMS, ChairTable, Mention, _build_table,
-                              _parse_synonym_lines, chair_mentions, chair_objects)
+from edgecap.chair import (ANIMAL_CLASSES, BUILTIN_SYNONYMS, ChairTable, Mention, build_table, chair_mentions,
+                           chair_objects, parse_synonym_lines)
 
 # Caption words for people that the CHAIR table lacks; without them "a hiker" would be
 # a claim nobody checks.
@@ -31,7 +31,7 @@ PLURAL_WORDS = {"people", "children", "kids", "men", "women", "crowd", "couple",
 NUMBERS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
 # Classes the detector confuses with each other: a higher-scoring box of one over a box
 # of another says the caption's word is the wrong one.
-CONFUSABLE = (frozenset(_ANIMAL_CLASSES | {"teddy bear"}), frozenset({"car", "truck", "bus", "train"}),
+CONFUSABLE = (frozenset(ANIMAL_CLASSES | {"teddy bear"}), frozenset({"car", "truck", "bus", "train"}),
               frozenset({"cup", "wine glass", "bottle", "vase", "bowl"}),
               frozenset({"couch", "chair", "bed", "bench"}), frozenset({"airplane", "bird", "kite"}))
 
@@ -39,9 +39,9 @@ CONFUSABLE = (frozenset(_ANIMAL_CLASSES | {"teddy bear"}), frozenset({"car", "tr
 @functools.lru_cache(maxsize=1)
 def grounding_table() -> ChairTable:
     """The built-in CHAIR table (run time has no data folder) with the extra person words."""
-    entries = _parse_synonym_lines(_BUILTIN_SYNONYMS.replace(",\n", ",").replace(";", "\n").splitlines())
+    entries = parse_synonym_lines(BUILTIN_SYNONYMS.replace(",\n", ",").replace(";", "\n").splitlines())
     entries.append(["person", *EXTRA_PERSON_WORDS])
-    return _build_table(entries)
+    return build_table(entries)
 
 
 def caption_classes(caption: str) -> list[str]:

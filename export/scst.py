@@ -49,7 +49,7 @@ class FinetuneOptions:
 
 class HallucinationCounter:
     def __init__(self, references: list[list[str]], synonyms: Path | None):
-        from edgecap.evaluate import chair_objects, load_chair_table
+        from edgecap.chair import chair_objects, load_chair_table
 
         self.table = load_chair_table(synonyms)
         self.objects = chair_objects

@@ -27,7 +27,7 @@ CIDER_TOLERANCE = 0.01
 
 
 def score(predictions: list[str], references: list[list[str]], synonyms: Path | None) -> dict[str, float]:
-    from edgecap.evaluate import chair_metrics, load_chair_table
+    from edgecap.chair import chair_metrics, load_chair_table
 
     preds = {str(i): p for i, p in enumerate(predictions)}
     refs = {str(i): r for i, r in enumerate(references)}

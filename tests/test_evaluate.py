@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgecap import chair, text_normalise
 from edgecap import evaluate as ev
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,7 +30,7 @@ def _val_images(n=50):
 
 
 def _no_java(monkeypatch):
-    monkeypatch.setattr(ev.shutil, "which", lambda name, *a, **k: None)
+    monkeypatch.setattr(text_normalise.shutil, "which", lambda name, *a, **k: None)
 
 
 # ------------------------------------------------------------------------ module basics
@@ -47,15 +48,15 @@ def test_module_imports_with_numpy_only():
 
 def test_simple_tokenize_mimics_ptb_on_tricky_caption():
     caption = 'A man (in red) said "hi", can\'t; Mr. Smith\'s dog... 3.5 t-shirt $5 50%  end.'
-    assert ev.simple_tokenize(caption) == (
+    assert text_normalise.simple_tokenize(caption) == (
         "a man -lrb- in red -rrb- said hi ca n't mr. smith 's dog 3.5 t-shirt $ 5 50 % end")
 
 
 @pytest.mark.skipif(not HAS_JAVA, reason="PTBTokenizer needs java")
 def test_simple_tokenize_matches_ptb_on_real_captions():
     images = _val_images(200)
-    ptb = ev.tokenize_captions(images, use_java=True)
-    python = ev.tokenize_captions(images, use_java=False)
+    ptb = text_normalise.tokenize_captions(images, use_java=True)
+    python = text_normalise.tokenize_captions(images, use_java=False)
     pairs = [(a, b) for key in images for a, b in zip(ptb[key], python[key])]
     assert len(pairs) == 1000
     assert [p for p in pairs if p[0] != p[1]] == []
@@ -108,8 +109,8 @@ def test_ngram_scores_equal_pycocoevalcap(perfect_and_shuffled):
         gts = tokenizer.tokenize({k: [{"caption": c} for c in v] for k, v in references.items()})
         res = tokenizer.tokenize({k: [{"caption": c}] for k, c in shuffled.items()})
     else:
-        gts = {k: [ev.simple_tokenize(c) for c in v] for k, v in references.items()}
-        res = {k: [ev.simple_tokenize(c)] for k, c in shuffled.items()}
+        gts = {k: [text_normalise.simple_tokenize(c) for c in v] for k, v in references.items()}
+        res = {k: [text_normalise.simple_tokenize(c)] for k, c in shuffled.items()}
     bleu = Bleu(4).compute_score(gts, res, verbose=0)[0]
     ours = scores["shuffled"]
     assert [ours[f"bleu_{n}"] for n in range(1, 5)] == pytest.approx(bleu, abs=1e-12)
@@ -131,8 +132,8 @@ def test_without_java_meteor_is_none_and_python_tokenizer_is_used(monkeypatch):
     assert scores["chair_i"] == 1 / 4 and scores["chair_s"] == 1 / 2  # the bed
     from pycocoevalcap.bleu.bleu import Bleu
 
-    gts = {k: [ev.simple_tokenize(c) for c in v] for k, v in references.items()}
-    res = {k: [ev.simple_tokenize(c)] for k, c in predictions.items()}
+    gts = {k: [text_normalise.simple_tokenize(c) for c in v] for k, v in references.items()}
+    res = {k: [text_normalise.simple_tokenize(c)] for k, c in predictions.items()}
     assert scores["bleu_1"] == pytest.approx(Bleu(4).compute_score(gts, res, verbose=0)[0][0])
 
 
@@ -173,23 +174,23 @@ def test_held_out_human_caption_scores_like_a_human():
 @pytest.fixture(params=["builtin", "file"])
 def table(request):
     if request.param == "builtin":
-        return ev.load_chair_table(None)
+        return chair.load_chair_table(None)
     if not SYNONYMS.is_file():
         pytest.skip("no CHAIR synonyms file")
-    return ev.load_chair_table(SYNONYMS)
+    return chair.load_chair_table(SYNONYMS)
 
 
 def test_builtin_table_has_the_same_80_classes_as_the_file():
     if not SYNONYMS.is_file():
         pytest.skip("no CHAIR synonyms file")
-    assert ev.load_chair_table(None).classes == ev.load_chair_table(SYNONYMS).classes
-    assert len(ev.load_chair_table(None).classes) == 80
+    assert chair.load_chair_table(None).classes == chair.load_chair_table(SYNONYMS).classes
+    assert len(chair.load_chair_table(None).classes) == 80
 
 
 def test_missing_synonyms_file_falls_back_to_builtin(tmp_path):
     with pytest.warns(UserWarning, match="not found"):
-        table = ev.load_chair_table(tmp_path / "nope.txt")
-    assert table is ev.load_chair_table(None)
+        table = chair.load_chair_table(tmp_path / "nope.txt")
+    assert table is chair.load_chair_table(None)
 
 
 @pytest.mark.parametrize("caption, expected", [
@@ -209,17 +210,17 @@ def test_missing_synonyms_file_falls_back_to_builtin(tmp_path):
     ("an empty street at night", []),
 ])
 def test_chair_objects(table, caption, expected):
-    assert ev.chair_objects(caption, table) == expected
+    assert chair.chair_objects(caption, table) == expected
 
 
 def test_hot_dog_is_not_a_hallucinated_dog(table):
-    scores = ev.chair_metrics({"x": "a hot dog on a plate"},
+    scores = chair.chair_metrics({"x": "a hot dog on a plate"},
                               {"x": ["a hot dog with mustard", "food on a white plate"]}, table)
     assert scores["chair_i"] == 0.0 and scores["chair_s"] == 0.0
 
 
 def test_horse_is_hallucinated(table):
-    scores = ev.chair_metrics({"x": "a man riding a horse"},
+    scores = chair.chair_metrics({"x": "a man riding a horse"},
                               {"x": ["a man riding a bike", "a guy on his bicycle"]}, table)
     assert scores["chair_i"] == 0.5 and scores["chair_s"] == 1.0
 
@@ -235,7 +236,7 @@ def test_object_precision_recall_f1_hand_computed(table):
         "2": ["a pizza and a knife", "pizza with a fork"],  # {pizza, knife, fork}
         "3": ["a calm lake at dawn"],  # {}
     }
-    scores = ev.chair_metrics(predictions, references, table)
+    scores = chair.chair_metrics(predictions, references, table)
     # tp = 2 + 1, fp = 1 + 0, fn = 1 + 2
     assert scores["object_precision"] == pytest.approx(3 / 4)
     assert scores["object_recall"] == pytest.approx(3 / 6)
@@ -245,7 +246,7 @@ def test_object_precision_recall_f1_hand_computed(table):
 
 
 def test_no_object_mentions_gives_undefined_ratios():
-    scores = ev.chair_metrics({"x": "a quiet lake"}, {"x": ["a lake"]})
+    scores = chair.chair_metrics({"x": "a quiet lake"}, {"x": ["a lake"]})
     assert scores["chair_s"] == 0.0
     assert scores["chair_i"] is None and scores["object_precision"] is None
     assert scores["object_f1"] is None

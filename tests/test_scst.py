@@ -35,7 +35,7 @@ def _val_references(n=200):
 def test_cider_d_matches_pycocoevalcap_on_real_captions():
     from pycocoevalcap.cider.cider import Cider
 
-    from edgecap.evaluate import simple_tokenize
+    from edgecap.text_normalise import simple_tokenize
 
     refs = _val_references()
     # each photo's candidate: another photo's first caption, or a clipped own caption
