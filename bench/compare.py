@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from edgecap.decoding import DecodingOptions  # noqa: E402
 from edgecap.image import normalize, read_image  # noqa: E402
-from edgecap.model import Captioner  # noqa: E402
+from edgecap.model import OnnxCaptioner  # noqa: E402
 
 TOKENS = 15
 ROUNDS = 3
@@ -59,7 +59,7 @@ def both(prefix: str, times: tuple[list[float], list[float]]) -> dict:
     return {f"{prefix}_ms": med(times[0]), f"{prefix}_cpu_ms": med(times[1])}
 
 
-def edgecap_forced(captioner: Captioner, images) -> dict:
+def edgecap_forced(captioner: OnnxCaptioner, images) -> dict:
     captioner.caption([images[0]], FORCED)
 
     def run(image):
@@ -72,7 +72,7 @@ def edgecap_forced(captioner: Captioner, images) -> dict:
     return {**both("caption", timed(run, images)), **both("encoder", timed(encode, images))}
 
 
-def torch_eager(captioner: Captioner, images) -> dict:
+def torch_eager(captioner: OnnxCaptioner, images) -> dict:
     import torch
 
     from export.generate import sparc_generate
@@ -104,7 +104,7 @@ def torch_eager(captioner: Captioner, images) -> dict:
             "weights": "random (the training checkpoint is not shipped); same architecture and sizes"}
 
 
-def plain_onnxruntime(captioner: Captioner, images) -> dict:
+def plain_onnxruntime(captioner: OnnxCaptioner, images) -> dict:
     """The bundle's graphs driven the obvious way: session.run with numpy feeds each step."""
     import onnxruntime as ort
 
@@ -224,7 +224,7 @@ def converted_timings(images, checkpoint: Path, work: Path) -> dict:
     for label, int8_flag in (("fp32", False), ("int8", True)):
         bundle = work / f"edgecap-{label}"
         convert(checkpoint, bundle, int8=int8_flag)
-        forced = edgecap_forced(Captioner.load(bundle, threads=1), images)
+        forced = edgecap_forced(OnnxCaptioner.load(bundle, threads=1), images)
         out[f"edgecap_{label}_ms"], out[f"edgecap_{label}_cpu_ms"] = forced["caption_ms"], forced["caption_cpu_ms"]
     return out
 
@@ -240,7 +240,7 @@ def main(argv=None) -> int:
                         help="the ViT-GPT2 checkpoint folder (built there when missing)")
     args = parser.parse_args(argv)
     images = [read_image(p) for p in args.photos]
-    captioner = Captioner.load(args.model, threads=1)
+    captioner = OnnxCaptioner.load(args.model, threads=1)
     skip = set(filter(None, args.skip.split(",")))
     report: dict = {"tokens": TOKENS, "threads": 1, "photos": len(images)}
 

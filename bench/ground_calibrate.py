@@ -33,8 +33,8 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgecap.bundle import load_bundle, write_manifest  # noqa: E402
-from edgecap.decision_metrics import mentioned  # noqa: E402
 from edgecap.chair import chair_objects, load_chair_table  # noqa: E402
+from edgecap.decision_metrics import mentioned  # noqa: E402
 from edgecap.grounding import GroundingRules  # noqa: E402
 from edgecap.image import read_image  # noqa: E402
 
@@ -44,12 +44,12 @@ PRIOR = 4.0  # pseudo-observations pulling a class's precision toward the pooled
 def perceive_all(model: Path, paths: list[Path], cache: Path | None) -> list[dict]:
     """Per photo: every detection (name, score), face scores and ImageNet labels (cached by file)."""
     from edgecap.caption import describer_for
-    from edgecap.model import Captioner
+    from edgecap.model import OnnxCaptioner
 
     done = json.loads(cache.read_text()) if cache and cache.is_file() else {}
     todo = [p for p in paths if str(p) not in done]
     if todo:
-        captioner = Captioner.load(model)
+        captioner = OnnxCaptioner.load(model)
         perceiver = describer_for(captioner).perceiver
         if perceiver is None:
             raise SystemExit(f"{model} has no perception members (run `python -m export perception`)")

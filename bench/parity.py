@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO))
 
 from edgecap.decoding import DecodingOptions  # noqa: E402
 from edgecap.image import normalize, read_image, resize_for_model  # noqa: E402
-from edgecap.model import Captioner  # noqa: E402
+from edgecap.model import OnnxCaptioner  # noqa: E402
 
 GREEDY = dict(beam_size=1, min_length=0, max_length=20, rerank=False)  # the decoder itself, not the memory
 
@@ -36,7 +36,7 @@ def photos_for(data: Path, count: int) -> list[Path]:
         return sorted((REPO / "assets").glob("*.jpg"))
 
 
-def logit_error(model, captioner: Captioner, pixels: np.ndarray, steps: int = 6) -> float:
+def logit_error(model, captioner: OnnxCaptioner, pixels: np.ndarray, steps: int = 6) -> float:
     """Largest |logit| difference over the first greedy steps (torch-chosen tokens fed to both)."""
     import torch
 
@@ -79,7 +79,7 @@ def main() -> int:
     args = p.parse_args()
 
     model, _, _, _ = load_checkpoint(args.checkpoint)
-    fp32 = Captioner.load(args.fp32, provider="cpu")
+    fp32 = OnnxCaptioner.load(args.fp32, provider="cpu")
     prep = fp32.bundle.preprocessing
     paths = photos_for(args.data, args.images)
     photos = [read_image(path) for path in paths]
@@ -103,7 +103,7 @@ def main() -> int:
                         "token_agreement": round(same / max(total, 1), 4)}
     report["max_abs_logit_error_fp32"] = worst
     if args.int8:
-        int8 = Captioner.load(args.int8, provider="cpu")
+        int8 = OnnxCaptioner.load(args.int8, provider="cpu")
         report["int8_vs_fp32"] = {k: round(v, 4) for k, v in
                                   parity_report(fp32, int8, photos, DecodingOptions(**GREEDY)).items()}
     print(json.dumps(report, indent=2))

@@ -107,12 +107,12 @@ def imagenet_check(data: Path, model: Path, count: int) -> dict:
     import torch
 
     from edgecap.image import normalize, resize_for_model
-    from edgecap.model import Captioner
+    from edgecap.model import OnnxCaptioner
     from edgecap.perception import Perceiver
     from export.data import load_records
     from export.efficientnet import EfficientNetLite, weights_path
 
-    captioner = Captioner.load(model, provider="cpu", threads=1)
+    captioner = OnnxCaptioner.load(model, provider="cpu", threads=1)
     perceiver = Perceiver.from_bundle(captioner.bundle, ["CPUExecutionProvider"], 1)
     state = torch.load(weights_path("lite0"), map_location="cpu", weights_only=True)
     net = EfficientNetLite.from_state_dict(state).eval()
@@ -189,10 +189,10 @@ def pipeline_check(model: Path, paths: list[Path], repeats: int = 3) -> dict:
     import resource
 
     from edgecap.decoding import DecodingOptions
-    from edgecap.model import Captioner
+    from edgecap.model import OnnxCaptioner
     from edgecap.perception import Perceiver
 
-    captioner = Captioner.load(model, provider="cpu", threads=1)
+    captioner = OnnxCaptioner.load(model, provider="cpu", threads=1)
     perceiver = Perceiver.from_bundle(captioner.bundle, ["CPUExecutionProvider"], 1)
     rows: dict[str, list[float]] = {"caption_ms": [], "perceive_ms": [], "caption_cpu_ms": [], "perceive_cpu_ms": []}
     for i, path in enumerate(paths):

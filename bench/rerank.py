@@ -27,22 +27,22 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from edgecap.cider import CiderD  # noqa: E402
 from edgecap.dataset_eval import read_split  # noqa: E402
 from edgecap.decoding import preset  # noqa: E402
 from edgecap.evaluate import evaluate_captions  # noqa: E402
 from edgecap.image import read_image  # noqa: E402
-from edgecap.model import Captioner, VisualFeatures  # noqa: E402
-from edgecap.cider import CiderD  # noqa: E402
+from edgecap.model import OnnxCaptioner, VisualFeatures  # noqa: E402
 
 REPORTED = ("bleu_4", "cider", "chair_s", "chair_i", "object_f1", "vocab_size", "mean_length")
 
 
-def encode_all(captioner: Captioner, root: Path, records: list[dict], batch: int = 32) -> VisualFeatures:
+def encode_all(captioner: OnnxCaptioner, root: Path, records: list[dict], batch: int = 32) -> VisualFeatures:
     return VisualFeatures.concat([captioner.encode([read_image(root / r["file"]) for r in records[i:i + batch]])
                                   for i in range(0, len(records), batch)])
 
 
-def caption_all(captioner: Captioner, features: VisualFeatures, options, batch: int = 64) -> list[str]:
+def caption_all(captioner: OnnxCaptioner, features: VisualFeatures, options, batch: int = 64) -> list[str]:
     out: list[str] = []
     for i in range(0, len(features), batch):
         out += [r.caption for r in captioner.caption_features(features.take(slice(i, i + batch)), options)]
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
 
     root = args.data / "captioned"
     val, train = read_split(root, "val"), read_split(root, "train")
-    captioner = Captioner.load(args.model)
+    captioner = OnnxCaptioner.load(args.model)
     val_features = encode_all(captioner, root, val)
     pools = [caption_all(captioner, val_features, preset("brief", rerank=False)),
              caption_all(captioner, val_features, preset("brief", beam_size=1, rerank=False))]

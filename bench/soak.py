@@ -27,10 +27,12 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # camera_faults: the fault injection the tests use
 
 from edgecap.bundle import BundleError  # noqa: E402
 from edgecap.decoding import preset  # noqa: E402
-from edgecap.frames import Faults, FaultySource, Looping, Paced, VideoSource  # noqa: E402
+from camera_faults import Faults, FaultySource  # noqa: E402
+from edgecap.frames import Looping, Paced, VideoSource  # noqa: E402
 from edgecap.image import read_image  # noqa: E402
 from edgecap.narrate import EventLog, NarrateOptions, Narrator  # noqa: E402
 from edgecap.scene import SceneOptions  # noqa: E402
@@ -82,18 +84,18 @@ RANDOM_WEIGHTS_THRESHOLD = 0.01
 def load_model(model: Path | None, workdir: Path):
     """(captioner, scene threshold, name): the given bundle, else the shipped one, else the
     tiny random test bundle (needs torch)."""
-    from edgecap.model import Captioner, default_model_dir
+    from edgecap.model import OnnxCaptioner, default_model_dir
 
     path = model or default_model_dir()
     if model is not None or (path / "manifest.json").is_file():
-        captioner = Captioner.load(path)
+        captioner = OnnxCaptioner.load(path)
         random = str(captioner.bundle.manifest.get("provenance", {}).get("weights", "")).startswith("random")
         return (captioner, RANDOM_WEIGHTS_THRESHOLD if random else SceneOptions.semantic_threshold,
                 f"{captioner.bundle.name} ({path})")
     from export.tiny import build_tiny_bundle
 
     _, tiny = build_tiny_bundle(workdir / "edgecap-tiny")
-    return Captioner.load(tiny), RANDOM_WEIGHTS_THRESHOLD, "tiny random test bundle"
+    return OnnxCaptioner.load(tiny), RANDOM_WEIGHTS_THRESHOLD, "tiny random test bundle"
 
 
 def main(argv: list[str] | None = None) -> int:

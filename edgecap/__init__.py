@@ -18,9 +18,9 @@ from edgecap.decoding import DecodingOptions, preset  # noqa: E402
 
 def load_model(model=None, provider: str = "auto", threads: int | None = None):
     """The captioner for a bundle folder (default: the shipped edgecap-base)."""
-    from edgecap.model import Captioner
+    from edgecap.model import OnnxCaptioner
 
-    return Captioner.load(model, provider=provider, threads=threads)
+    return OnnxCaptioner.load(model, provider=provider, threads=threads)
 
 
 __all__ = ["CalibrationSpec", "DecodingOptions", "load_model", "preset", "__version__"]

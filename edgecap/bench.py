@@ -183,11 +183,11 @@ def cold_start(model_dir: Path, photo: Path, threads: int | None, provider: str)
     code = (
         "import time; t0 = time.perf_counter()\n"
         "import json, resource, sys\n"
-        "from edgecap.model import Captioner\n"
+        "from edgecap.model import OnnxCaptioner\n"
         "from edgecap.caption import describer_for\n"
         "from edgecap.image import read_image\n"
         "from edgecap.decoding import preset\n"
-        f"c = Captioner.load({str(model_dir)!r}, provider={provider!r}, threads={threads!r})\n"
+        f"c = OnnxCaptioner.load({str(model_dir)!r}, provider={provider!r}, threads={threads!r})\n"
         "t1 = time.perf_counter()\n"
         f"image = read_image({str(photo)!r})\n"
         "d = describer_for(c); d.describe([image], preset('brief'))\n"

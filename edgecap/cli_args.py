@@ -46,6 +46,6 @@ def decoding_options(args, captioner):
 
 
 def load_captioner(args):
-    from edgecap.model import Captioner
+    from edgecap.model import OnnxCaptioner
 
-    return Captioner.load(args.model, provider=args.provider, threads=args.threads)
+    return OnnxCaptioner.load(args.model, provider=args.provider, threads=args.threads)

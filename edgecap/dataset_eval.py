@@ -75,8 +75,8 @@ def caption_records(captioner, records: list[dict], root: Path, options, label: 
 
 def score(spoken: dict, references: dict, sources: dict, synonyms) -> dict:
     """Every caption metric on what is said, the decision metrics, and both per source under by_source."""
-    from edgecap.decision_metrics import decision_metrics, source_group
     from edgecap.chair import load_chair_table
+    from edgecap.decision_metrics import decision_metrics, source_group
     from edgecap.evaluate import evaluate_captions
 
     table = load_chair_table(synonyms)
@@ -97,11 +97,11 @@ def score(spoken: dict, references: dict, sources: dict, synonyms) -> dict:
 
 
 def run_eval(args) -> int:
+    from edgecap.chair import load_chair_table
     from edgecap.cli_args import decoding_options
     from edgecap.decision_metrics import plot_risk_coverage, risk_coverage, source_group
-    from edgecap.chair import load_chair_table
     from edgecap.evaluate import metrics_markdown, plot_metrics
-    from edgecap.model import Captioner
+    from edgecap.model import OnnxCaptioner
 
     records = read_split(args.data, args.split)
     references = {r["file"]: r["captions"] for r in records}
@@ -112,7 +112,7 @@ def run_eval(args) -> int:
     rows: dict[str, dict] = {}
     all_spoken: dict[str, dict] = {}
     for variant in variants:
-        captioner = Captioner.load(variant.model, provider=args.provider, threads=args.threads)
+        captioner = OnnxCaptioner.load(variant.model, provider=args.provider, threads=args.threads)
         options = decoding_options(args, captioner)
         options = replace(options, calibrate=variant.calibrate, rerank=options.rerank and variant.rerank)
         start = time.time()

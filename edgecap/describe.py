@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecap.progress import Progress
 from edgecap.decoding import DecodingOptions, preset
 from edgecap.image import ImageError
 from edgecap.library_photos import decode_photo, find_photos, photo_hash
+from edgecap.progress import Progress
 from edgecap.sidecars import SIDECAR_KINDS, SidecarError, sidecar_path, write_sidecar
 
 log = logging.getLogger("edgecap")
@@ -145,11 +145,11 @@ class BatchDescriber:
     """One loaded model (and text reader) that describes batches: a worker process, or a Ray actor."""
 
     def __init__(self, options: DescribeOptions, done: frozenset[str] = frozenset()):
-        from edgecap.model import Captioner
+        from edgecap.model import OnnxCaptioner
 
         self.options = options
         self.done = done
-        self.captioner = Captioner.load(options.model, provider=options.provider, threads=options.threads)
+        self.captioner = OnnxCaptioner.load(options.model, provider=options.provider, threads=options.threads)
         self.read_text = load_text_reader(options.threads) if options.read_text else None
 
     def describe(self, items: list[tuple[str, bytes]]) -> list[dict]:

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecap.progress import Progress
 from edgecap.describe import (BatchDescriber, DescribeOptions, Library, Summary, end_progress, load_text_reader,
                               show_progress)
 from edgecap.library_photos import HEIF_SUFFIXES, PHOTO_SUFFIXES, find_photos
+from edgecap.progress import Progress
 
 log = logging.getLogger("edgecap")
 

@@ -179,13 +179,13 @@ def check_model_runs(bundle, chain: list[str], provider: str, threads: int | Non
 
     from edgecap.bundle import BundleError
     from edgecap.decoding import preset
-    from edgecap.model import Captioner
+    from edgecap.model import OnnxCaptioner
     from edgecap.providers import ProviderError, captioner_fallback
 
     fix = "run `edgecap doctor --provider cpu`; if that passes, the accelerator's drivers are the problem"
     try:
         start = time.perf_counter()
-        captioner = Captioner(bundle, provider=provider, threads=threads)
+        captioner = OnnxCaptioner(bundle, provider=provider, threads=threads)
         loaded = time.perf_counter()
         features = captioner.encode([_test_picture()])
         result = captioner.caption_features(features, preset("brief", beam_size=1, rerank=False))[0]

@@ -190,7 +190,7 @@ class OnnxDecoder:
         return cache[0][0].shape()[0] if self.layered else cache[0].shape()[1]
 
 
-class Captioner:
+class OnnxCaptioner:
     def __init__(self, bundle: Bundle, provider: str = "auto", threads: int | None = None,
                  feature_cache_size: int = 8):
         pin_blas_threads()
@@ -208,7 +208,7 @@ class Captioner:
 
     @classmethod
     def load(cls, model: str | Path | None = None, provider: str = "auto", threads: int | None = None,
-             verify: bool = True) -> "Captioner":
+             verify: bool = True) -> "OnnxCaptioner":
         path = Path(model) if model else default_model_dir()
         if model is None and not path.exists():
             raise BundleError(f"the default model is not installed at {path}; pass --model DIR "

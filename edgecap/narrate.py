@@ -28,11 +28,12 @@ from pathlib import Path
 import cv2
 
 from edgecap.caption import describe_scene
+from edgecap.colours import colour_name
 from edgecap.frames import END, Capture, Frame, FrameSource
 from edgecap.providers import captioner_fallback
-from edgecap.scene import (ExposureChange, SameScene, SceneChange, SceneDetector, SceneOptions, TonePlayer,
-                           brightness_to_pitch, colour_name)
+from edgecap.scene import ExposureChange, SameScene, SceneChange, SceneDetector, SceneOptions
 from edgecap.speech import SpeechWorker
+from edgecap.tones import TonePlayer, brightness_to_pitch
 
 log = logging.getLogger("edgecap")
 
@@ -109,7 +110,7 @@ MODEL_REST = 10.0  # seconds of source time between attempts on a failing model
 @dataclass
 class Narrator:
     source: FrameSource
-    captioner: object | None  # edgecap.model.Captioner, or anything with encode/caption_features
+    captioner: object | None  # edgecap.model.OnnxCaptioner, or anything with encode/caption_features
     decoding: object | None  # DecodingOptions
     speech: SpeechWorker
     log: EventLog = field(default_factory=EventLog)

@@ -12,10 +12,11 @@ from pathlib import Path
 from edgecap.cli_args import add_decoding_args, add_model_args, decoding_options, load_captioner
 from edgecap.frames import FrameSourceError, open_source, parse_size
 from edgecap.narrate import CHANNELS, EventLog, NarrateOptions, Narrator
-from edgecap.scene import SceneOptions, TonePlayer
 from edgecap.repeats import REPEAT_THRESHOLD
+from edgecap.scene import SceneOptions
 from edgecap.speech import SpeechWorker
 from edgecap.speech_output import check_output
+from edgecap.tones import TonePlayer
 from edgecap.voices import make_voice, pick_engine
 
 log = logging.getLogger("edgecap")

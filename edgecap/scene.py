@@ -1,4 +1,4 @@
-"""What is in front of the camera: cheap per-frame measures, the scene-change detector, colour names.
+"""Has the view changed? Cheap per-frame measures and the scene-change detector.
 
 The detector decides when a caption is worth speaking. It works in three stages so
 that the encoder only runs when something really changed:
@@ -14,19 +14,13 @@ that the encoder only runs when something really changed:
 """
 from __future__ import annotations
 
-import io
-import shutil
-import tempfile
-import wave
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import cv2
 import numpy as np
 
 from edgecap.image import exposure_problem
-from edgecap.voices import ChildProcess
 
 WORK_WIDTH = 320  # frames are measured at this width, so thresholds do not depend on the camera
 THUMB = 16
@@ -258,138 +252,3 @@ class SceneDetector:
             self._forced_at = None
             return ExposureChange(t, m.exposure)  # asked to describe: say it again
         return None
-
-
-# --- light and colour channels -------------------------------------------------------
-def brightness_to_pitch(brightness: float, low_hz: float = 200.0, octaves: float = 3.0) -> float:
-    """Mean luminance 0-255 to a tone: 200 Hz for black up to 1600 Hz for white (log scale,
-    so equal steps of light sound like equal musical steps)."""
-    return float(low_hz * 2.0 ** (octaves * np.clip(brightness / 255.0, 0.0, 1.0)))
-
-
-# OpenCV hue runs 0-179. Upper bounds of each hue band.
-_HUES = [(8, "red"), (20, "orange"), (33, "yellow"), (78, "green"), (95, "turquoise"), (130, "blue"),
-         (148, "purple"), (170, "pink"), (180, "red")]
-
-
-def _hue_name(hue: float) -> str:
-    return next(name for upper, name in _HUES if hue < upper)
-
-
-def colour_name(rgb: np.ndarray, centre_fraction: float = 0.25) -> str:
-    """The dominant colour at the centre of the frame, e.g. "red", "dark blue", "white", "gray".
-
-    Each centre pixel votes for a colour family (black/white/gray by brightness when it
-    has little saturation, otherwise a hue band); the winner gets "dark" or "light" from
-    the median brightness and saturation of its own pixels.
-    """
-    h, w = rgb.shape[:2]
-    ch, cw = max(1, int(h * centre_fraction)), max(1, int(w * centre_fraction))
-    top, left = (h - ch) // 2, (w - cw) // 2
-    centre = cv2.resize(rgb[top:top + ch, left:left + cw], (24, 24), interpolation=cv2.INTER_AREA)
-    hsv = cv2.cvtColor(centre, cv2.COLOR_RGB2HSV).reshape(-1, 3).astype(np.float32)
-    hue, sat, val = hsv[:, 0], hsv[:, 1], hsv[:, 2]
-    families = np.empty(len(hsv), dtype=object)
-    achromatic = (sat < 45) | (val < 40)
-    families[achromatic & (val < 50)] = "black"
-    families[achromatic & (val >= 50) & (val < 190)] = "gray"
-    families[achromatic & (val >= 190)] = "white"
-    for i in np.flatnonzero(~achromatic):
-        families[i] = _hue_name(hue[i])
-    names, counts = np.unique(families.astype(str), return_counts=True)
-    family = str(names[np.argmax(counts)])
-    mine = families == family
-    v, s = float(np.median(val[mine])), float(np.median(sat[mine]))
-    if family in ("black", "white"):
-        return family
-    if family == "gray":
-        return "dark gray" if v < 90 else "light gray" if v > 160 else "gray"
-    if family in ("orange", "yellow") and v < 130:
-        return "brown"
-    if v < 100:
-        return f"dark {family}"
-    if s < 110 and v > 170:
-        return f"light {family}"
-    return family
-
-
-# --- tones for the light channel ----------------------------------------------------------------------------------
-TONE_RATE = 22050
-
-
-def sine_tone(freq: float, seconds: float = 0.15, volume: float = 0.3, rate: int = TONE_RATE) -> np.ndarray:
-    """int16 samples of a sine with 10 ms fades, so consecutive tones do not click."""
-    n = max(1, int(seconds * rate))
-    wave_ = np.sin(2 * np.pi * freq * np.arange(n) / rate) * volume
-    fade = min(n // 2, int(0.01 * rate))
-    if fade:
-        ramp = np.linspace(0.0, 1.0, fade)
-        wave_[:fade] *= ramp
-        wave_[-fade:] *= ramp[::-1]
-    return (wave_ * 32767).astype(np.int16)
-
-
-def wav_bytes(samples: np.ndarray, rate: int = TONE_RATE) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(np.ascontiguousarray(samples, dtype="<i2").tobytes())
-    return buf.getvalue()
-
-
-def audio_player() -> list[str] | None:
-    """A command that plays a WAV file given as its last argument, or None."""
-    for binary, args in (("paplay", []), ("aplay", ["-q"]), ("play", ["-q"])):
-        path = shutil.which(binary)
-        if path:
-            return [path, *args]
-    return None
-
-
-class TonePlayer:
-    """Plays one short tone at a time in a killable child; a new tone cuts the old one off.
-
-    With `wav_dir` every tone is written there instead; with no player it only reports.
-    """
-
-    def __init__(self, wav_dir: str | Path | None = None, player: list[str] | None = None):
-        self.wav_dir = Path(wav_dir) if wav_dir else None
-        if self.wav_dir:
-            self.wav_dir.mkdir(parents=True, exist_ok=True)
-        self.player = player if player is not None else audio_player()
-        self._tmp = tempfile.TemporaryDirectory(prefix="edgecap-tones-")
-        self._current: ChildProcess | None = None
-        self._count = 0
-
-    @property
-    def mode(self) -> str:
-        return "wav" if self.wav_dir else "play" if self.player else "log"
-
-    def play(self, freq: float, seconds: float = 0.15) -> Path | None:
-        """Start the tone; returns the WAV file written (wav mode) or None."""
-        self._count += 1
-        data = wav_bytes(sine_tone(freq, seconds))
-        if self.wav_dir:
-            path = self.wav_dir / f"tone-{self._count:05d}-{round(freq)}hz.wav"
-            path.write_bytes(data)
-            return path
-        if self.player:
-            self.stop()
-            path = Path(self._tmp.name) / f"tone{self._count % 2}.wav"
-            path.write_bytes(data)
-            try:
-                self._current = ChildProcess([*self.player, str(path)])
-            except OSError:
-                self.player = None
-        return None
-
-    def stop(self) -> None:
-        if self._current is not None:
-            self._current.kill()
-            self._current = None
-
-    def close(self) -> None:
-        self.stop()
-        self._tmp.cleanup()

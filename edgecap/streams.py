@@ -32,10 +32,10 @@ BROADCAST = ("describe", "quit")
 
 
 class SharedCaptioner:
-    """One Captioner for several narrator threads.
+    """One OnnxCaptioner for several narrator threads.
 
     onnxruntime sessions may be run from several threads at once, so decoding is not
-    serialised; encoding is, because Captioner.encode keeps a feature cache, and so is the
+    serialised; encoding is, because OnnxCaptioner.encode keeps a feature cache, and so is the
     switch to the CPU after an accelerator fails (done once for all streams).
     """
 

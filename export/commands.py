@@ -100,7 +100,7 @@ def cmd_bundle(args) -> int:
     from edgecap.calibration import CalibrationSpec
     from edgecap.decoding import DecodingOptions
     from edgecap.image import read_image
-    from edgecap.model import Captioner
+    from edgecap.model import OnnxCaptioner as Captioner  # the run-time one; export.model.Captioner is torch
     from export.pipeline import export_bundle, load_checkpoint
     from export.quantize import parity_report, quantize_bundle
     from export.sweep import chosen_spec

@@ -32,7 +32,7 @@ from edgecap.bundle import Preprocessing, load_bundle, write_manifest
 from edgecap.calibration import CalibrationSpec
 from edgecap.decoding import DecodingOptions
 from edgecap.image import normalize, read_image, resize_for_model
-from edgecap.model import Captioner
+from edgecap.model import OnnxCaptioner as Captioner  # the run-time one; export.model.Captioner is torch
 from export.bundle import write_bundle
 from export.generate import sparc_generate
 from export.hf_blip import BlipCaptioner

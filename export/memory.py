@@ -16,7 +16,7 @@ from edgecap.bundle import load_bundle, write_manifest
 from edgecap.decoding import preset
 from edgecap.image import ImageError, read_image
 from edgecap.memory import MEMORY_FILE, CaptionMemory, MemorySettings
-from edgecap.model import Captioner
+from edgecap.model import OnnxCaptioner as Captioner  # the run-time one; export.model.Captioner is torch
 
 log = logging.getLogger(__name__)
 

@@ -32,6 +32,6 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_captioner(tiny):
-    from edgecap.model import Captioner
+    from edgecap.model import OnnxCaptioner
 
-    return Captioner.load(tiny[1], provider="cpu")
+    return OnnxCaptioner.load(tiny[1], provider="cpu")

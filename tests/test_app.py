@@ -39,9 +39,9 @@ def spoken(captioner, rgb, detail="brief"):
 
 @pytest.fixture(scope="module")
 def captioner():
-    from edgecap.model import Captioner
+    from edgecap.model import OnnxCaptioner
 
-    return Captioner.load(provider="cpu")
+    return OnnxCaptioner.load(provider="cpu")
 
 
 def no_camera():

@@ -107,7 +107,7 @@ def test_the_screen_reader_sees_every_control_and_hears_describe(desktop, tmp_pa
     from edgecap.app.workers import SharedCaptioner, spoken_description
     from edgecap.decoding import preset
     from edgecap.image import read_image
-    from edgecap.model import Captioner
+    from edgecap.model import OnnxCaptioner
 
     app, log = start_app(desktop, tmp_path, "--image", str(ASSETS / "chelsea.jpg"))
     try:
@@ -136,7 +136,7 @@ def test_the_screen_reader_sees_every_control_and_hears_describe(desktop, tmp_pa
     unnamed = [n for n in nodes if n["focusable"] and n["enabled"] and not n["name"].strip()]
     assert not unnamed, f"focusable without a name: {unnamed}"
     # Describe, pressed through AT-SPI, changed what the reader reads.
-    expected = spoken_description(SharedCaptioner(Captioner.load(provider="cpu")), read_image(ASSETS / "chelsea.jpg"),
+    expected = spoken_description(SharedCaptioner(OnnxCaptioner.load(provider="cpu")), read_image(ASSETS / "chelsea.jpg"),
                                   preset("brief"))
     assert seen["before"]["name"] == NOTHING_YET
     assert seen["after"]["name"] == expected.caption

@@ -4,7 +4,7 @@ import shutil
 import pytest
 
 from edgecap.bundle import BundleError, load_bundle
-from edgecap.model import Captioner
+from edgecap.model import OnnxCaptioner
 
 
 @pytest.fixture()
@@ -27,13 +27,13 @@ def test_tampered_model_file_is_refused(bundle_copy):
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(BundleError, match="decoder.onnx does not match its sha256"):
-        Captioner.load(bundle_copy, provider="cpu")
+        OnnxCaptioner.load(bundle_copy, provider="cpu")
 
 
 def test_tampered_tokenizer_is_refused(bundle_copy):
     (bundle_copy / "tokenizer.json").write_text("{}")
     with pytest.raises(BundleError, match="tokenizer.json does not match"):
-        Captioner.load(bundle_copy, provider="cpu")
+        OnnxCaptioner.load(bundle_copy, provider="cpu")
 
 
 def test_missing_file_is_refused(bundle_copy):

@@ -105,9 +105,9 @@ def test_decision_metrics():
 @pytest.fixture(scope="module")
 def describer():
     from edgecap.caption import describer_for
-    from edgecap.model import Captioner
+    from edgecap.model import OnnxCaptioner
 
-    d = describer_for(Captioner.load(provider="cpu"))
+    d = describer_for(OnnxCaptioner.load(provider="cpu"))
     assert d.perceiver is not None, "the shipped bundle has no perception members"
     return d
 

@@ -158,14 +158,14 @@ def hf_logits(arch, model, pixels, input_ids):
 
 @pytest.fixture(scope="module", params=ARCHS)
 def converted(request, tmp_path_factory, photos):
-    from edgecap.model import Captioner
+    from edgecap.model import OnnxCaptioner
     from export.convert import convert, load_checkpoint
 
     arch = request.param
     root = tmp_path_factory.mktemp(arch)
     source = build_checkpoint(arch, root / "checkpoint")
     bundle = convert(source, root / "bundle", calibration=CALIBRATION)
-    runtime = Captioner.load(bundle, provider="cpu")
+    runtime = OnnxCaptioner.load(bundle, provider="cpu")
     prep = runtime.bundle.preprocessing
     pixels = torch.from_numpy(np.stack([normalize(resize_for_model(p, prep), prep) for p in photos]))
     return SimpleNamespace(arch=arch, source=source, bundle=bundle, runtime=runtime, pixels=pixels,

@@ -6,10 +6,14 @@ import cv2
 import numpy as np
 import pytest
 
-from edgecap.frames import (CameraSource, Faults, FaultySource, FrameSourceError, ImageFolderSource, Looping,
-                            MemorySource, Paced, VideoSource, parse_size, usable)
-from edgecap.scene import (ExposureChange, SameScene, SceneChange, SceneDetector, SceneOptions, brightness_to_pitch,
-                           colour_name, cosine_distance, hash_distance, measure)
+from edgecap.colours import colour_name
+from edgecap.frames import (CameraSource, FrameSourceError, ImageFolderSource, Looping, MemorySource, Paced,
+                            VideoSource, parse_size, usable)
+from edgecap.scene import (ExposureChange, SameScene, SceneChange, SceneDetector, SceneOptions, cosine_distance,
+                           hash_distance, measure)
+from edgecap.tones import brightness_to_pitch
+
+from camera_faults import Faults, FaultySource  # tests/camera_faults.py
 
 FPS = 10
 

@@ -117,7 +117,7 @@ def test_members_are_size_checked_before_hashing(user_bundle):
 
 
 def test_a_memory_that_unpacks_to_gigabytes_or_holds_nans_is_refused(user_bundle):
-    from edgecap.model import Captioner
+    from edgecap.model import OnnxCaptioner
 
     bomb = user_bundle / "memory.npz"
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z, z.open("keys.npy", "w", force_zip64=True) as f:
@@ -127,7 +127,7 @@ def test_a_memory_that_unpacks_to_gigabytes_or_holds_nans_is_refused(user_bundle
     assert bomb.stat().st_size < 2 << 20
     write_manifest(user_bundle, json.loads((user_bundle / "manifest.json").read_text()))
     with pytest.raises(BundleError, match="memory.npz unpacks to 300 MB, more than the 256 MB limit"):
-        Captioner.load(user_bundle, provider="cpu")
+        OnnxCaptioner.load(user_bundle, provider="cpu")
     shutil.copyfile(SHIPPED / "memory.npz", bomb)
     with np.load(bomb) as z:
         arrays = {k: z[k] for k in z.files}
@@ -135,7 +135,7 @@ def test_a_memory_that_unpacks_to_gigabytes_or_holds_nans_is_refused(user_bundle
     np.savez_compressed(bomb, **arrays)
     write_manifest(user_bundle, json.loads((user_bundle / "manifest.json").read_text()))
     with pytest.raises(BundleError, match="NaN"):
-        Captioner.load(user_bundle, provider="cpu")
+        OnnxCaptioner.load(user_bundle, provider="cpu")
 
 
 def test_tokenizers_that_do_not_fit_the_model_are_refused(user_bundle):
@@ -155,10 +155,10 @@ def test_tokenizers_that_do_not_fit_the_model_are_refused(user_bundle):
 def test_external_weights_come_from_the_bundle_only(user_bundle, tmp_path, monkeypatch):
     onnx = pytest.importorskip("onnx")
     from edgecap.decoding import preset
-    from edgecap.model import Captioner
+    from edgecap.model import OnnxCaptioner
 
     photo = read_image(REPO / "assets" / "coffee.jpg")
-    expected = Captioner.load(SHIPPED, provider="cpu").caption([photo], preset("brief"))[0].caption
+    expected = OnnxCaptioner.load(SHIPPED, provider="cpu").caption([photo], preset("brief"))[0].caption
     onnx.save_model(onnx.load(str(SHIPPED / "encoder.onnx")), str(user_bundle / "encoder.onnx"),
                     save_as_external_data=True,
                     all_tensors_to_one_file=True, location="encoder.data", size_threshold=256)
@@ -168,18 +168,18 @@ def test_external_weights_come_from_the_bundle_only(user_bundle, tmp_path, monke
     elsewhere.mkdir()
     (elsewhere / "encoder.data").write_bytes(bytes((user_bundle / "encoder.data").stat().st_size))  # planted zeros
     monkeypatch.chdir(elsewhere)
-    captioner = Captioner.load(user_bundle, provider="cpu")
+    captioner = OnnxCaptioner.load(user_bundle, provider="cpu")
     assert captioner.caption([photo], preset("brief"))[0].caption == expected
 
     data = bytearray((user_bundle / "encoder.data").read_bytes())
     data[len(data) // 2] ^= 0xFF
     (user_bundle / "encoder.data").write_bytes(bytes(data))
     with pytest.raises(BundleError, match="encoder.data does not match its sha256"):
-        Captioner.load(user_bundle, provider="cpu")
+        OnnxCaptioner.load(user_bundle, provider="cpu")
 
     # onnx will not write a location with "..": patch one of the same length into the bytes.
     graph = (user_bundle / "encoder.onnx").read_bytes()
     (user_bundle / "encoder.onnx").write_bytes(graph.replace(b"encoder.data", b"../encod.dat"))
     write_manifest(user_bundle, json.loads((user_bundle / "manifest.json").read_text()))
     with pytest.raises(BundleError, match="external data '../encod.dat', which is not a hashed file"):
-        Captioner.load(user_bundle, provider="cpu")
+        OnnxCaptioner.load(user_bundle, provider="cpu")

@@ -51,7 +51,7 @@ def bundle_with_memory(tiny, tmp_path):
 def test_reranking_picks_the_candidate_the_memory_supports(bundle_with_memory, tiny_captioner, photos):
     # A memory that holds each photo's greedy caption, one neighbour: the photo itself. The
     # reranked caption must then be the greedy one, where beam search says something else.
-    from edgecap.model import Captioner
+    from edgecap.model import OnnxCaptioner
     from export.memory import write_memory
 
     brief = preset("brief", rerank=False)
@@ -61,7 +61,7 @@ def test_reranking_picks_the_candidate_the_memory_supports(bundle_with_memory, t
     pooled = tiny_captioner.encode(photos).pooled
     write_memory(bundle_with_memory, CaptionMemory.fit(pooled, greedy, settings=MemorySettings(neighbours=1)))
 
-    captioner = Captioner.load(bundle_with_memory, provider="cpu")
+    captioner = OnnxCaptioner.load(bundle_with_memory, provider="cpu")
     assert captioner.bundle.manifest["memory"]["photos"] == len(photos)
     assert [r.caption for r in captioner.caption(photos, preset("brief"))] == greedy
     assert [r.caption for r in captioner.caption(photos, brief)] == beam
@@ -70,7 +70,7 @@ def test_reranking_picks_the_candidate_the_memory_supports(bundle_with_memory, t
 
 
 def test_add_memory_from_photos_and_tampering(bundle_with_memory, photo_paths):
-    from edgecap.model import Captioner
+    from edgecap.model import OnnxCaptioner
     from export.memory import add_memory
 
     (bundle_with_memory / "eval").mkdir()
@@ -78,11 +78,11 @@ def test_add_memory_from_photos_and_tampering(bundle_with_memory, photo_paths):
     memory = add_memory(bundle_with_memory, photo_paths, dims=16)
     assert len(memory.captions) == len(photo_paths) and memory.basis.shape[1] == len(photo_paths) - 1
     (bundle_with_memory / "eval" / "metrics.json").write_text('{"cider": 1}')  # reports are not model files
-    assert Captioner.load(bundle_with_memory, provider="cpu").memory is not None
+    assert OnnxCaptioner.load(bundle_with_memory, provider="cpu").memory is not None
     path = bundle_with_memory / MEMORY_FILE
     path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(BundleError, match="memory.npz does not match"):
-        Captioner.load(bundle_with_memory, provider="cpu")
+        OnnxCaptioner.load(bundle_with_memory, provider="cpu")
 
 
 def test_eval_variant_flags():

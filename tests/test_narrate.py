@@ -15,13 +15,16 @@ import pytest
 
 from edgecap.controls import send_command
 from edgecap.decoding import preset
-from edgecap.frames import Faults, FaultySource, Frame, FrameSource, MemorySource, Paced, VideoSource
+from edgecap.frames import Frame, FrameSource, MemorySource, Paced, VideoSource
 from edgecap.image import read_image
 from edgecap.narrate import CUES, EventLog, NarrateOptions, Narrator
-from edgecap.scene import SceneOptions, TonePlayer, cosine_distance
 from edgecap.repeats import near_duplicate
+from edgecap.scene import SceneOptions, cosine_distance
 from edgecap.speech import SpeechWorker
+from edgecap.tones import TonePlayer
 from edgecap.voices import ProcessVoice, TextVoice, espeak_binary
+
+from camera_faults import Faults, FaultySource  # tests/camera_faults.py
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "captioned" / "images"
@@ -37,10 +40,10 @@ TINY_SEMANTIC_THRESHOLD = 0.01
 @pytest.fixture(scope="module")
 def model(request):
     """(captioner, semantic threshold): the shipped model when installed, else the tiny one."""
-    from edgecap.model import Captioner
+    from edgecap.model import OnnxCaptioner
 
     if (REAL_MODEL / "manifest.json").is_file():
-        return Captioner.load(REAL_MODEL, provider="cpu"), SceneOptions.semantic_threshold
+        return OnnxCaptioner.load(REAL_MODEL, provider="cpu"), SceneOptions.semantic_threshold
     return request.getfixturevalue("tiny_captioner"), TINY_SEMANTIC_THRESHOLD
 
 

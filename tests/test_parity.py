@@ -69,11 +69,11 @@ def test_sparc_selects_tokens_and_changes_captions(tiny_captioner, photos):
 
 
 def test_int8_bundle_keeps_most_tokens(tiny, tiny_captioner, photo_paths, photos, tmp_path):
-    from edgecap.model import Captioner
+    from edgecap.model import OnnxCaptioner
     from export.quantize import parity_report, quantize_bundle
 
     int8_dir = quantize_bundle(tiny[1], tmp_path / "int8", photo_paths)
-    int8 = Captioner.load(int8_dir, provider="cpu")
+    int8 = OnnxCaptioner.load(int8_dir, provider="cpu")
     assert (int8_dir / "decoder.onnx").stat().st_size < (tiny[1] / "decoder.onnx").stat().st_size
     report = parity_report(tiny_captioner, int8, photos, DecodingOptions(**GREEDY))
     assert 0.0 <= report["token_agreement"] <= 1.0

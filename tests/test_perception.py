@@ -20,9 +20,9 @@ CPU = ["CPUExecutionProvider"]
 def seen(photo_paths):
     """name -> (Perception, rgb) for the four photos in assets/, through the shipped bundle."""
     from edgecap.image import read_image
-    from edgecap.model import Captioner
+    from edgecap.model import OnnxCaptioner
 
-    captioner = Captioner.load(BUNDLE, provider="cpu", threads=1)
+    captioner = OnnxCaptioner.load(BUNDLE, provider="cpu", threads=1)
     perceiver = Perceiver.from_bundle(captioner.bundle, CPU, 1)
     assert perceiver is not None, "the shipped bundle has no perception members"
     out = {}

@@ -87,7 +87,7 @@ def test_narration_says_once_that_the_accelerator_was_not_used(monkeypatch, tmp_
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime really has CUDA")
     monkeypatch.setattr(edgecap.model, "resolve_providers", lambda requested: ["CUDAExecutionProvider", P.CPU])
-    captioner = edgecap.model.Captioner.load(REPO / "models" / "edgecap-base")
+    captioner = edgecap.model.OnnxCaptioner.load(REPO / "models" / "edgecap-base")
     assert captioner.provider == P.CPU and "CUDAExecutionProvider" in P.captioner_fallback(captioner)
     log = EventLog(tmp_path / "log.jsonl")
     speech = SpeechWorker(TextVoice(), replace_pending=False)

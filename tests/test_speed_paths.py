@@ -32,9 +32,9 @@ def twenty_four_photos():
 
 @pytest.fixture(scope="module")
 def shipped():
-    from edgecap.model import Captioner
+    from edgecap.model import OnnxCaptioner
 
-    return Captioner.load(threads=1)
+    return OnnxCaptioner.load(threads=1)
 
 
 def test_same_photo_same_words_alone_or_in_any_batch(shipped):
@@ -101,7 +101,7 @@ def test_shipped_decoder_never_dequantizes_a_weight_per_step_and_keeps_its_capti
     from onnx import helper
 
     from edgecap.decoding import DecodingOptions
-    from edgecap.model import Captioner, OnnxDecoder
+    from edgecap.model import OnnxCaptioner, OnnxDecoder
     from edgecap.providers import create_session
 
     model = onnx.load_from_string(shipped.bundle.read_verified("decoder"))
@@ -123,7 +123,7 @@ def test_shipped_decoder_never_dequantizes_a_weight_per_step_and_keeps_its_capti
         helper.make_node("DequantizeLinear", [embedding, scale, zero], ["head_fp32"]),
         helper.make_node("Transpose", ["head_fp32"], ["head_fp32_t"]),
         helper.make_node("MatMul", [x, "head_fp32_t"], ["logits"])])
-    reference = Captioner.load(threads=1)
+    reference = OnnxCaptioner.load(threads=1)
     reference.decoder = OnnxDecoder(create_session(model.SerializeToString(), reference.providers, 1, "decoder"),
                                     reference.arch.n_layers)
     photos = twenty_four_photos()

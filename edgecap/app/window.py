@@ -263,7 +263,7 @@ class MainWindow(ActionHandlers, QMainWindow):
     def _request(self, kind: str, rgb: np.ndarray, label: str) -> None:
         self.set_status(f"{'Reading' if kind == 'read' else 'Describing'} {label}…")
         if self.settings.earcons and not self.voice.through_reader:
-            from edgecap.scene import TonePlayer
+            from edgecap.tones import TonePlayer
 
             self.tones = self.tones or TonePlayer()
             self.tones.play(880.0, 0.06)
@@ -340,9 +340,9 @@ class MainWindow(ActionHandlers, QMainWindow):
             self.set_status(text)
 
     def _load_default_model(self):
-        from edgecap.model import Captioner
+        from edgecap.model import OnnxCaptioner
 
-        return Captioner.load(self.settings.model or None, provider=self.settings.provider)
+        return OnnxCaptioner.load(self.settings.model or None, provider=self.settings.provider)
 
     # --- drag and drop, closing ----------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:

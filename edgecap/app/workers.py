@@ -35,7 +35,7 @@ def rgb_from_qimage(image: QImage) -> np.ndarray:
 
 
 class SharedCaptioner:
-    """One Captioner for the describe worker and the narrator, one call at a time."""
+    """One OnnxCaptioner for the describe worker and the narrator, one call at a time."""
 
     def __init__(self, captioner):
         self.inner = captioner
