@@ -28,8 +28,9 @@ from pathlib import Path
 import cv2
 
 from edgecap.caption import describe_scene
+from edgecap.capture import END, Capture
 from edgecap.colours import colour_name
-from edgecap.frames import END, Capture, Frame, FrameSource
+from edgecap.frames import Frame, FrameSource
 from edgecap.providers import captioner_fallback
 from edgecap.scene import ExposureChange, SameScene, SceneChange, SceneDetector, SceneOptions
 from edgecap.speech import SpeechWorker

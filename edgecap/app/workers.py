@@ -14,7 +14,8 @@ import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal
 from PySide6.QtGui import QImage
 
-from edgecap.frames import Frame, FrameSource, FrameSourceError, SourceHealth
+from edgecap.capture import SourceHealth
+from edgecap.frames import Frame, FrameSource, FrameSourceError
 
 log = logging.getLogger("edgecap")
 
