@@ -103,8 +103,7 @@ def cache_features(records: list[Record], backbone: torch.nn.Module, prep: Prepr
 def feature_cache(variant: str, image_size: int, split: str, flip: bool = False, data_dir: Path = DEFAULT_DATA,
                   cache_dir: Path = Path("cache")) -> tuple[list[Record], np.ndarray]:
     """Records of one split (train | val | unlabeled) and their cached backbone features."""
-    from export.efficientnet import EfficientNetLite
-    from export.pipeline import LITE_PREPROCESSING
+    from export.efficientnet import LITE_PREPROCESSING, EfficientNetLite
 
     if split == "unlabeled":
         records = [r for r in load_records(data_dir, split="none", unlabeled=True)]

@@ -134,8 +134,3 @@ def markdown(report: dict) -> str:
 
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
-
-
-def chosen_spec(report_path: Path) -> CalibrationSpec:
-    report = json.loads(Path(report_path).read_text())
-    return CalibrationSpec.from_dict(report["chosen"]["setting"])
