@@ -19,7 +19,6 @@ from pathlib import Path
 
 from edgecap.bundle import BundleError
 from edgecap.image import ImageError
-from export.data import DEFAULT_DATA
 
 EXIT_ERROR = 2
 
@@ -38,7 +37,7 @@ def _require_data(data: Path) -> None:
 
 
 def _common(p, needs_recipe: bool = True) -> None:
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared data folder (default ../shared/data)")
+    p.add_argument("--data", type=Path, default=None, help="shared data folder (default ../shared/data)")
     p.add_argument("--cache", type=Path, default=Path("cache"), help="feature cache folder")
     if needs_recipe:
         p.add_argument("--recipe", default="student")
@@ -136,8 +135,9 @@ def _recipe(args):
 def cmd_train(args) -> int:
     from export.train import train
 
+    recipe = _recipe(args)
     _require_data(args.data)
-    train(_recipe(args), args.out, args.data, args.cache)
+    train(recipe, args.out, args.data, args.cache)
     return 0
 
 
@@ -145,10 +145,11 @@ def cmd_distill(args) -> int:
     from export.pipeline import chosen_spec
     from export.train import train
 
+    recipe = _recipe(args)
     _require_data(args.data)
     _require_file(args.teacher, "teacher checkpoint")
     calibration = chosen_spec(args.calibration_report) if args.calibration_report else None
-    train(_recipe(args), args.out, args.data, args.cache, teacher_path=args.teacher,
+    train(recipe, args.out, args.data, args.cache, teacher_path=args.teacher,
           teacher_calibration=calibration)
     return 0
 
@@ -376,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "data", False) is None:
+        from export.data import DEFAULT_DATA  # torch comes with it: only for the commands that read data
+
+        args.data = DEFAULT_DATA
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="export: %(levelname)s: %(message)s")
     try:

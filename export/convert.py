@@ -177,7 +177,7 @@ def load_preprocessing(path: Path, vision_config) -> Preprocessing:
                          mean=mean, std=std)
 
 
-def load_checkpoint(source: str | Path, arch: str = "auto") -> Checkpoint:
+def load_hf_checkpoint(source: str | Path, arch: str = "auto") -> Checkpoint:
     """Everything a bundle needs from a local checkpoint directory, or ConvertError."""
     path = checkpoint_dir(source)
     config = read_config(path)
@@ -302,7 +302,7 @@ def convert(source: str | Path, out_dir: str | Path, *, arch: str = "auto", int8
             raise ConvertError(f"--calibration: {exc}") from None
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
-    checkpoint = load_checkpoint(source, arch)
+    checkpoint = load_hf_checkpoint(source, arch)
     with tempfile.TemporaryDirectory() as tmp:  # out_dir only ever receives a verified bundle
         bundle = export_fp32_bundle(checkpoint, Path(tmp) / "fp32", name=name, calibration=spec, photos=photos)
         if int8:

@@ -99,8 +99,10 @@ def train(recipe: Recipe, out: Path, data_dir: Path = DEFAULT_DATA, cache_dir: P
           seed: int = 0) -> Path:
     """Train one recipe; with teacher_path, distil (teacher captions + token-level KD).
 
-    The teacher captions photos with SPARC on, using teacher_calibration (the setting its
-    sweep chose) or else the calibration saved in its checkpoint."""
+    The teacher captions photos greedily with SPARC on, through the shipped decode loop
+    (export/torch_decoder.py), using teacher_calibration (the setting its sweep chose) or
+    else the calibration saved in its checkpoint. The epoch kept is the one with the best
+    greedy CIDEr-D (export/scoring.py) on the first VAL_PHOTOS val photos."""
     torch.manual_seed(seed)
     random.seed(seed)
     start = time.time()

@@ -159,7 +159,7 @@ def hf_logits(arch, model, pixels, input_ids):
 @pytest.fixture(scope="module", params=ARCHS)
 def converted(request, tmp_path_factory, photos):
     from edgecap.model import Captioner
-    from export.convert import convert, load_checkpoint
+    from export.convert import convert, load_hf_checkpoint
 
     arch = request.param
     root = tmp_path_factory.mktemp(arch)
@@ -169,7 +169,7 @@ def converted(request, tmp_path_factory, photos):
     prep = runtime.bundle.preprocessing
     pixels = torch.from_numpy(np.stack([normalize(resize_for_model(p, prep), prep) for p in photos]))
     return SimpleNamespace(arch=arch, source=source, bundle=bundle, runtime=runtime, pixels=pixels,
-                           captioner=load_checkpoint(source).captioner)
+                           captioner=load_hf_checkpoint(source).captioner)
 
 
 # --- parity ---------------------------------------------------------------------------
@@ -321,7 +321,7 @@ def test_unsupported_architecture_fails_in_one_line(blip_checkpoint, tmp_path, c
 
 def test_processor_saved_whole_by_transformers_5_is_accepted(blip_checkpoint, tmp_path, capsys):
     """transformers 5 saves a whole processor as processor_config.json (no preprocessor_config.json)."""
-    from export.convert import load_checkpoint
+    from export.convert import load_hf_checkpoint
 
     whole = tmp_path / "whole-processor"
     shutil.copytree(blip_checkpoint, whole)
@@ -333,7 +333,7 @@ def test_processor_saved_whole_by_transformers_5_is_accepted(blip_checkpoint, tm
     if (whole / "preprocessor_config.json").is_file():
         pytest.skip(f"transformers {transformers.__version__} still writes preprocessor_config.json")
     assert (whole / "processor_config.json").is_file()
-    assert load_checkpoint(whole).preprocessing == load_checkpoint(blip_checkpoint).preprocessing
+    assert load_hf_checkpoint(whole).preprocessing == load_hf_checkpoint(blip_checkpoint).preprocessing
     (whole / "processor_config.json").unlink()
     assert run_cli("--from", whole, "--out", tmp_path / "out") == 2
     err = capsys.readouterr().err.strip()
