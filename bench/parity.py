@@ -28,12 +28,9 @@ GREEDY = dict(beam_size=1, min_length=0, max_length=20, rerank=False)  # the dec
 
 
 def photos_for(data: Path, count: int) -> list[Path]:
-    from export.data import load_records
+    from export.data import parity_images
 
-    try:
-        return [r.path for r in load_records(data, split="val")[:count]]
-    except FileNotFoundError:
-        return sorted((REPO / "assets").glob("*.jpg"))
+    return parity_images(data, count)
 
 
 def logit_error(model, captioner: OnnxCaptioner, pixels: np.ndarray, steps: int = 6) -> float:

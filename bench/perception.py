@@ -241,8 +241,7 @@ def main(argv=None) -> int:
         if args.json:
             args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         return 0
-    from export.commands import calibration_images
-    from export.data import load_records
+    from export.data import calibration_images, load_records
     from export.perception import coco_classes
 
     models = args.models or args.data.parent / "models"

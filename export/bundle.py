@@ -1,24 +1,42 @@
 """Write an edgecap bundle: ONNX graphs + tokenizer + manifest (hashes, provenance, defaults).
 
+Every step that produces or changes a bundle (export, int8, perception, memory, decoder
+optimisation, conversion, refresh) ends in `finish_bundle`: the manifest is written with
+the hashes of the files now in the folder, and the folder is loaded back as the runtime
+would load it, so no step hands out a bundle the runtime refuses.
+
 After changing the files of a bundle on purpose (a new decoder.onnx, an added member),
 refresh its manifest hashes, its bundle.sha256 and, for a bundle edgecap ships, the
 digest pinned in edgecap/shipped_bundles.json, with one command:
 
-    python -m export.bundle refresh models/edgecap-base
+    python -m export refresh models/edgecap-base   (or: python -m export.bundle refresh ...)
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
-from edgecap.bundle import (MANIFEST, SHIPPED_MODELS, BundleError, Preprocessing, load_bundle, pin_digest,
-                            write_manifest)
+from edgecap.bundle import MANIFEST, SHIPPED_MODELS, Bundle, Preprocessing, load_bundle, pin_digest, write_manifest
 from edgecap.calibration import CalibrationSpec
+
+COMPUTED = ("sha256", "format", "format_version")  # written by write_manifest from the folder itself
+
+
+def finish_bundle(root: Path, manifest: dict[str, Any]) -> Bundle:
+    """The one way a bundle is finished: hash the files now in root, write the manifest and
+    bundle.sha256 (a shipped bundle's pinned digest follows), then load the folder as the
+    runtime would, so a bundle it would refuse is never handed out."""
+    write_manifest(Path(root), {k: v for k, v in manifest.items() if k not in COMPUTED})
+    return load_bundle(root)
+
+
+def update_manifest(root: Path, **entries: Any) -> Bundle:
+    """finish_bundle with `entries` set in the bundle's current manifest."""
+    manifest = json.loads((Path(root) / MANIFEST).read_text(encoding="utf-8"))
+    return finish_bundle(root, {**manifest, **entries})
 
 
 def architecture_from_onnx(encoder: Path, decoder: Path, family: str, max_length: int) -> dict[str, Any]:
@@ -71,9 +89,30 @@ def write_bundle(out_dir: Path, encoder: Path, decoder: Path, tokenizer_json: st
         "provenance": provenance,
         **(extra or {}),
     }
-    write_manifest(out_dir, manifest)
-    load_bundle(out_dir)  # refuse to hand out a bundle the runtime would refuse
+    finish_bundle(out_dir, manifest)
     return out_dir
+
+
+def optimize_bundle(bundle_dir: Path) -> dict[str, int | bool]:
+    """Rewrite an existing bundle's decoder with export/optimize.py (in place) and store its memory's
+    CIDEr-D statistics, then finish the bundle."""
+    from edgecap.memory import CaptionMemory, MemorySettings
+    from export.optimize import optimize_decoder  # here, so that `refresh` needs neither onnx nor torch
+
+    bundle = load_bundle(bundle_dir)
+    path = bundle.path / bundle.files["decoder"]
+    report = optimize_decoder(path, path)
+    quant = dict(bundle.manifest.get("quantization", {}))
+    if report["int8_heads"] and "output head" not in quant.get("decoder", ""):
+        quant["decoder"] = quant.get("decoder", "") + "; int8 output head, per-layer cache (export/optimize.py)"
+    if "memory" in bundle.files:
+        memory_path = bundle.path / bundle.files["memory"]
+        memory = CaptionMemory.from_bytes(memory_path.read_bytes(),
+                                          MemorySettings.from_dict(bundle.manifest.get("memory", {})))
+        memory_path.write_bytes(memory.to_bytes())
+        report["memory_statistics"] = len(memory.cider.df)
+    update_manifest(bundle.path, quantization=quant)
+    return report
 
 
 def refresh_bundle(root: Path, pin: bool | None = None) -> str:
@@ -81,32 +120,16 @@ def refresh_bundle(root: Path, pin: bool | None = None) -> str:
     it loads, and pin its digest when it is a bundle in edgecap's models/ folder (or `pin`).
     Returns the manifest digest."""
     root = Path(root)
-    manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-    manifest.pop("sha256", None)
-    write_manifest(root, manifest)
+    finish_bundle(root, json.loads((root / MANIFEST).read_text(encoding="utf-8")))
     if pin if pin is not None else root.resolve().parent == SHIPPED_MODELS:
         digest = hashlib.sha256((root / MANIFEST).read_bytes()).hexdigest()
         pin_digest(root.resolve().name, digest)
     return load_bundle(root).digest
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.bundle", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("refresh", help="re-hash a bundle's files, rewrite manifest.json and bundle.sha256, "
-                                        "and pin the digest of a shipped bundle")
-    p.add_argument("bundle", type=Path)
-    p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=None,
-                   help="pin the digest in edgecap/shipped_bundles.json (default: for folders in models/)")
-    args = parser.parse_args(argv)
-    try:
-        digest = refresh_bundle(args.bundle, args.pin)
-    except (BundleError, OSError, ValueError) as exc:
-        print(f"python -m export.bundle: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"{args.bundle}: manifest sha256 {digest}")
-    return 0
+if __name__ == "__main__":  # the older spelling of `python -m export refresh DIR`
+    import runpy
+    import sys
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.argv[0] = "python -m export"
+    runpy.run_module("export", run_name="__main__", alter_sys=True)

@@ -28,19 +28,19 @@ import numpy as np
 import torch
 import transformers
 
-from edgecap.bundle import Preprocessing, load_bundle, write_manifest
+from edgecap.bundle import Preprocessing, load_bundle
 from edgecap.calibration import CalibrationSpec
 from edgecap.decoding import DecodingOptions
 from edgecap.image import normalize, read_image, resize_for_model
-from edgecap.model import OnnxCaptioner as Captioner  # the run-time one; export.model.Captioner is torch
-from export.bundle import write_bundle
+from edgecap.model import OnnxCaptioner
+from export.bundle import update_manifest, write_bundle
 from export.generate import sparc_generate
 from export.hf_blip import BlipCaptioner
 from export.hf_common import HFCaptioner, example_pixels
 from export.hf_git import GitCaptioner, UnsupportedGitVariant
 from export.hf_vision_encoder_decoder import UnsupportedDecoder, VisionEncoderDecoderCaptioner
 from export.onnx_export import DecoderGraph, export_graphs
-from export.quantize import first_step_logits, parity_report, quantize_bundle, token_agreement
+from export.quantize import first_step_logits, quantize_verified, token_agreement
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ ARCHITECTURES: dict[str, tuple[type[HFCaptioner], str]] = {
     "git": (GitCaptioner, "GitForCausalLM"),
 }
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model")
+# An image processor saved alone, or (transformers 5) inside a whole processor's config.
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 VERIFY_STEPS = 20
 INT8_MIN_AGREEMENT = 0.9  # greedy token agreement an int8 encoder must keep to ship
@@ -145,9 +147,9 @@ def load_tokenizer_json(path: Path) -> str:
 
 def load_preprocessing(path: Path, vision_config) -> Preprocessing:
     """The image processor's resize, rescale and normalisation, in the runtime's terms."""
-    if not (path / "preprocessor_config.json").is_file():
-        raise ConvertError(f"{path} has no preprocessor_config.json; save the image processor with the checkpoint "
-                           "(processor.save_pretrained(DIR))")
+    if not any((path / name).is_file() for name in PROCESSOR_FILES):
+        raise ConvertError(f"{path} has no image processor ({' or '.join(PROCESSOR_FILES)}); save it with the "
+                           "checkpoint (processor.save_pretrained(DIR))")
     processor = from_local(transformers.AutoImageProcessor, path, "the image processor")
     model_size = vision_config.image_size
     model_size = tuple(model_size) if isinstance(model_size, (list, tuple)) else (model_size, model_size)
@@ -175,7 +177,7 @@ def load_preprocessing(path: Path, vision_config) -> Preprocessing:
                          mean=mean, std=std)
 
 
-def load_checkpoint(source: str | Path, arch: str = "auto") -> Checkpoint:
+def load_hf_checkpoint(source: str | Path, arch: str = "auto") -> Checkpoint:
     """Everything a bundle needs from a local checkpoint directory, or ConvertError."""
     path = checkpoint_dir(source)
     config = read_config(path)
@@ -220,7 +222,7 @@ def verify_against_torch(bundle_dir: Path, captioner: HFCaptioner, photos: list[
     against export.generate.sparc_generate over the step module, SPARC on against
     sparc_generate with the bundle's calibration.
     """
-    runtime = Captioner.load(bundle_dir, provider="cpu")
+    runtime = OnnxCaptioner.load(bundle_dir, provider="cpu")
     prep = runtime.bundle.preprocessing
     pixels = torch.from_numpy(np.stack([normalize(resize_for_model(p, prep), prep) for p in photos]))
     features = runtime.encode(photos)
@@ -255,14 +257,6 @@ def verify_against_torch(bundle_dir: Path, captioner: HFCaptioner, photos: list[
     return report
 
 
-def add_to_manifest(bundle_dir: Path, **entries: Any) -> None:
-    manifest = json.loads((bundle_dir / "manifest.json").read_text(encoding="utf-8"))
-    manifest = {k: v for k, v in manifest.items() if k not in ("sha256", "format", "format_version")}
-    manifest.update(entries)
-    write_manifest(bundle_dir, manifest)
-    load_bundle(bundle_dir)
-
-
 # --- the whole conversion --------------------------------------------------------------
 def export_fp32_bundle(checkpoint: Checkpoint, out_dir: Path, *, name: str | None = None,
                        calibration: CalibrationSpec | None = None, photos: list[Path] | None = None) -> Path:
@@ -276,13 +270,12 @@ def export_fp32_bundle(checkpoint: Checkpoint, out_dir: Path, *, name: str | Non
                      calibration=calibration or CalibrationSpec(), provenance=provenance(checkpoint),
                      quantization={"encoder": "fp32", "decoder": "fp32"})
     images = [read_image(p) for p in (photos or photo_paths())]
-    add_to_manifest(out_dir, verification={"fp32_vs_torch": verify_against_torch(out_dir, captioner, images)})
+    update_manifest(out_dir, verification={"fp32_vs_torch": verify_against_torch(out_dir, captioner, images)})
     return out_dir
 
 
-def quantize_verified(fp32_dir: Path, out_dir: Path, photos: list[Path] | None = None) -> Path:
-    """int8 copy of an fp32 bundle, with its greedy agreement with the fp32 bundle on the
-    photos recorded in the manifest.
+def quantize_converted(fp32_dir: Path, out_dir: Path, photos: list[Path] | None = None) -> Path:
+    """int8 copy of a converted fp32 bundle (export.quantize.quantize_verified).
 
     Both graphs are quantized dynamically with per-tensor int8 weights: static QDQ
     clips the outlier activations of vision transformers (see export/quantize.py), and
@@ -293,22 +286,8 @@ def quantize_verified(fp32_dir: Path, out_dir: Path, photos: list[Path] | None =
     records both measurements.
     """
     paths = photos or photo_paths()
-    images = [read_image(p) for p in paths]
-    fp32 = Captioner.load(fp32_dir, provider="cpu")
-    options = greedy(min(VERIFY_STEPS, fp32.arch.max_length - len(fp32.bundle.tokens.prompt_ids)), calibrate=False)
-    tried = {}
-    for encoder in ("dynamic", "fp32"):
-        quantize_bundle(fp32_dir, out_dir, paths, encoder=encoder, per_channel=False)
-        tried[encoder] = parity_report(fp32, Captioner.load(out_dir, provider="cpu"), images, options)
-        if tried[encoder]["token_agreement"] >= INT8_MIN_AGREEMENT:
-            break
-        log.warning("int8 %s encoder keeps %.2f of the fp32 tokens (< %.2f)", encoder,
-                    tried[encoder]["token_agreement"], INT8_MIN_AGREEMENT)
-    verification = dict(load_bundle(fp32_dir).manifest.get("verification", {}))
-    report = {**tried[encoder], "encoder": encoder}
-    if encoder != "dynamic":
-        report["int8_encoder_rejected"] = tried["dynamic"]
-    add_to_manifest(out_dir, verification={**verification, "int8_vs_fp32": report})
+    quantize_verified(fp32_dir, out_dir, paths, paths, encoders=("dynamic", "fp32"),
+                      min_agreement=INT8_MIN_AGREEMENT, name_suffix="-int8")
     return out_dir
 
 
@@ -323,11 +302,11 @@ def convert(source: str | Path, out_dir: str | Path, *, arch: str = "auto", int8
             raise ConvertError(f"--calibration: {exc}") from None
     out_dir = Path(out_dir)
     check_out_dir(out_dir)
-    checkpoint = load_checkpoint(source, arch)
+    checkpoint = load_hf_checkpoint(source, arch)
     with tempfile.TemporaryDirectory() as tmp:  # out_dir only ever receives a verified bundle
         bundle = export_fp32_bundle(checkpoint, Path(tmp) / "fp32", name=name, calibration=spec, photos=photos)
         if int8:
-            bundle = quantize_verified(bundle, Path(tmp) / "int8", photos)
+            bundle = quantize_converted(bundle, Path(tmp) / "int8", photos)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         shutil.copytree(bundle, out_dir)

@@ -1,4 +1,5 @@
-"""Captioned photos from shared/data, and backbone features cached once so epochs are cheap."""
+"""Captioned photos from shared/data, backbone features cached once so epochs are cheap, and
+the photos a build step calibrates or checks itself on."""
 from __future__ import annotations
 
 import json
@@ -13,10 +14,13 @@ import torch
 
 from edgecap.bundle import Preprocessing
 from edgecap.image import ImageError, normalize, read_image, resize_for_model
+from export.tokenizer import PAD_ID
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO.parent / "shared" / "data"
+ASSETS = REPO / "assets"
 
 
 @dataclass(frozen=True)
@@ -99,8 +103,7 @@ def cache_features(records: list[Record], backbone: torch.nn.Module, prep: Prepr
 def feature_cache(variant: str, image_size: int, split: str, flip: bool = False, data_dir: Path = DEFAULT_DATA,
                   cache_dir: Path = Path("cache")) -> tuple[list[Record], np.ndarray]:
     """Records of one split (train | val | unlabeled) and their cached backbone features."""
-    from export.efficientnet import EfficientNetLite
-    from export.pipeline import LITE_PREPROCESSING
+    from export.efficientnet import LITE_PREPROCESSING, EfficientNetLite
 
     if split == "unlabeled":
         records = [r for r in load_records(data_dir, split="none", unlabeled=True)]
@@ -112,3 +115,61 @@ def feature_cache(variant: str, image_size: int, split: str, flip: bool = False,
     if out.exists() and out.with_suffix(".keys.json").exists():
         return records, cache_features(records, None, prep, out, flip)
     return records, cache_features(records, EfficientNetLite.pretrained(variant), prep, out, flip)
+
+
+class CaptionData:
+    """Cached features of one backbone plus the records they belong to, over one or more splits.
+
+    With `flip`, the train split's horizontally flipped features are cached too, for the
+    one image augmentation that survives caching.
+    """
+
+    def __init__(self, encoder: str, image_size: int, data_dir: Path, cache_dir: Path, splits=("train",),
+                 flip: bool = False):
+        feats, flips, self.records = [], [], []
+        for split in splits:
+            recs, f = feature_cache(encoder, image_size, split, False, data_dir, cache_dir)
+            feats.append(torch.from_numpy(np.asarray(f)))
+            flipped = flip and split == "train"
+            flips.append(torch.from_numpy(np.asarray(
+                feature_cache(encoder, image_size, split, True, data_dir, cache_dir)[1])) if flipped else None)
+            self.records += recs
+        self.features = torch.cat(feats)
+        offsets = np.cumsum([0] + [len(f) for f in feats])
+        self.flipped = {}  # row in self.features -> row in flip table
+        flip_tables = []
+        for (start, f) in zip(offsets, flips):
+            if f is not None:
+                base = sum(len(t) for t in flip_tables)
+                flip_tables.append(f)
+                self.flipped.update({start + i: base + i for i in range(len(f))})
+        self.flip_features = torch.cat(flip_tables) if flip_tables else None
+
+    def batch_features(self, rows: list[int], flips: list[bool]) -> torch.Tensor:
+        out = [self.flip_features[self.flipped[r]] if fl and r in self.flipped else self.features[r]
+               for r, fl in zip(rows, flips)]
+        return torch.stack(out).float()
+
+
+def pad_ids(rows: list[list[int]], length: int) -> torch.Tensor:
+    out = torch.full((len(rows), length), PAD_ID, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = torch.tensor(r[:length])
+    return out
+
+
+def calibration_images(data: Path, count: int = 96) -> list[Path]:
+    """Real photos for static quantization: unlabelled ones first (never the val split)."""
+    unlabeled = sorted((Path(data) / "unlabeled" / "images").glob("*.jpg"))
+    if unlabeled:
+        step = max(1, len(unlabeled) // count)
+        return unlabeled[::step][:count]
+    return sorted(ASSETS.glob("*.jpg"))
+
+
+def parity_images(data: Path, count: int = 64) -> list[Path]:
+    """Val photos to compare an int8 bundle with its fp32 source on (assets/ without data)."""
+    try:
+        return [r.path for r in load_records(data, split="val")[:count]]
+    except FileNotFoundError:
+        return sorted(ASSETS.glob("*.jpg"))

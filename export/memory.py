@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecap.bundle import load_bundle, write_manifest
+from edgecap.bundle import load_bundle
 from edgecap.decoding import preset
 from edgecap.image import ImageError, read_image
 from edgecap.memory import MEMORY_FILE, CaptionMemory, MemorySettings
-from edgecap.model import OnnxCaptioner as Captioner  # the run-time one; export.model.Captioner is torch
+from edgecap.model import OnnxCaptioner
+from export.bundle import update_manifest
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ def add_memory(bundle_dir: Path, photos: list[Path], dims: int = 128, settings: 
     """Caption the photos with the bundle itself (beam, no reranking) and store that as its memory."""
     bundle_dir = Path(bundle_dir)
     start = time.time()
-    captioner = Captioner.load(bundle_dir, provider="cpu")
+    captioner = OnnxCaptioner.load(bundle_dir, provider="cpu")
     plain = preset("brief", rerank=False)
     pooled, captions = [], []
     for i in range(0, len(photos), batch):
@@ -54,10 +55,8 @@ def write_memory(bundle_dir: Path, memory: CaptionMemory) -> None:
     """Store the memory in the bundle, list it in the manifest with its hash, and check it loads."""
     bundle = load_bundle(bundle_dir)  # before memory.npz lands: a file the manifest does not list is refused
     (bundle_dir / MEMORY_FILE).write_bytes(memory.to_bytes())
-    manifest = dict(bundle.manifest)  # write_manifest recomputes the hashes, memory.npz's included
-    manifest["files"] = {**manifest["files"], "memory": MEMORY_FILE}
-    manifest["memory"] = {**asdict(memory.settings), "photos": len(memory.captions),
-                          "dims": int(memory.basis.shape[1]),
-                          "captions": "the bundle's own captions of the photos (no human captions)"}
-    write_manifest(bundle_dir, manifest)
-    Captioner.load(bundle_dir)  # refuse to hand out a memory the runtime would refuse
+    update_manifest(bundle_dir, files={**bundle.manifest["files"], "memory": MEMORY_FILE},
+                    memory={**asdict(memory.settings), "photos": len(memory.captions),
+                            "dims": int(memory.basis.shape[1]),
+                            "captions": "the bundle's own captions of the photos (no human captions)"})
+    OnnxCaptioner.load(bundle_dir)  # refuse to hand out a memory the runtime would refuse

@@ -19,13 +19,10 @@ an existing graph, so a shipped bundle can be fixed without its training checkpo
 Memory: the CIDEr-D document frequencies of the memory's captions are stored in
 memory.npz (edgecap/memory.py), instead of being rebuilt at every load.
 
-`python -m export.optimize BUNDLE_DIR` does both in place and rewrites the manifest
-(hashes) through edgecap.bundle.write_manifest.
+`python -m export optimize BUNDLE_DIR` (export.bundle.optimize_bundle) does both in place.
 """
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -247,37 +244,3 @@ def optimize_decoder(src: Path, dst: Path) -> dict[str, int | bool]:
     onnx.checker.check_model(model)
     onnx.save_model(model, str(dst))
     return report
-
-
-def optimize_bundle(bundle_dir: Path) -> dict[str, int | bool]:
-    from edgecap.bundle import load_bundle, write_manifest
-    from edgecap.memory import CaptionMemory, MemorySettings
-
-    bundle = load_bundle(bundle_dir)
-    path = bundle.path / bundle.files["decoder"]
-    report = optimize_decoder(path, path)
-    manifest = {k: v for k, v in bundle.manifest.items() if k not in ("sha256", "format", "format_version")}
-    quant = dict(manifest.get("quantization", {}))
-    if report["int8_heads"] and "output head" not in quant.get("decoder", ""):
-        quant["decoder"] = quant.get("decoder", "") + "; int8 output head, per-layer cache (export/optimize.py)"
-    manifest["quantization"] = quant
-    if "memory" in bundle.files:
-        memory_path = bundle.path / bundle.files["memory"]
-        memory = CaptionMemory.from_bytes(memory_path.read_bytes(), MemorySettings.from_dict(manifest.get("memory", {})))
-        memory_path.write_bytes(memory.to_bytes())
-        report["memory_statistics"] = len(memory.cider.df)
-    write_manifest(bundle.path, manifest)
-    load_bundle(bundle.path)
-    return report
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.optimize", description=__doc__.splitlines()[0])
-    parser.add_argument("bundle", type=Path, help="bundle folder, rewritten in place")
-    args = parser.parse_args(argv)
-    print(json.dumps(optimize_bundle(args.bundle)))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

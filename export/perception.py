@@ -23,9 +23,10 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
                                       quantize_static)
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from edgecap.bundle import BundleError, load_bundle, sha256_file, write_manifest
+from edgecap.bundle import BundleError, load_bundle, sha256_file
 from edgecap.image import read_image
 from edgecap.perception import ROLES, DetectorSettings, FaceSettings, Perceiver, letterbox
+from export.bundle import update_manifest
 
 log = logging.getLogger(__name__)
 
@@ -207,9 +208,7 @@ def add_perception(bundle_dir: Path, models_dir: Path, data_dir: Path, options: 
 
     detector_settings = DetectorSettings(input_size=options.detector_size, score_floor=options.score_floor)
     face_settings = FaceSettings(long_side=options.face_long_side)
-    manifest = dict(bundle.manifest)  # write_manifest recomputes format fields and hashes
-    manifest["files"] = {**{k: v for k, v in manifest["files"].items() if k not in ROLES}, **FILES}
-    manifest["perception"] = {
+    perception = {
         "detector": {**asdict(detector_settings), "classes": list(coco_classes(data_dir)),
                      "preprocessing": "BGR letterbox at the top left, grey 114 padding, raw 0-255, NCHW",
                      "decode": "YOLOX grid decode, score = objectness x class, per-class NMS",
@@ -221,8 +220,8 @@ def add_perception(bundle_dir: Path, models_dir: Path, data_dir: Path, options: 
         "imagenet_head": {"input": "encoder output pooled", "storage": "int8 per-row" if options.head_int8 else "fp16",
                           **PROVENANCE["imagenet_head"]},
     }
-    write_manifest(bundle_dir, manifest)
-    bundle = load_bundle(bundle_dir)
+    files = {**{k: v for k, v in bundle.manifest["files"].items() if k not in ROLES}, **FILES}
+    bundle = update_manifest(bundle_dir, files=files, perception=perception)
     if Perceiver.from_bundle(bundle, ["CPUExecutionProvider"], 1) is None:  # refuse a bundle the runtime would refuse
         raise BundleError(f"{bundle_dir}: perception members were written but are not found")
-    return manifest["perception"]
+    return perception

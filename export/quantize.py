@@ -21,8 +21,10 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 import onnx
-from edgecap.bundle import load_bundle, write_manifest
+from edgecap.bundle import load_bundle
+from edgecap.decoding import DecodingOptions
 from edgecap.image import normalize, read_image, resize_for_model
+from export.bundle import finish_bundle, update_manifest
 from export.onnx_export import IR_VERSION, attach_calibrated_attention
 from export.optimize import optimize_decoder
 
@@ -119,8 +121,7 @@ def quantize_bundle(src_dir: Path, dst_dir: Path, calibration_images: list[Path]
                     "dynamic": f"int8 dynamic (MatMul/Gemm weights, {weights})", "fp32": "fp32"}[mode],
         "decoder": f"int8 dynamic (MatMul/Gemm/Gather weights, {weights}); int8 output head, per-layer cache "
                    "(export/optimize.py)"}
-    write_manifest(dst_dir, manifest)
-    load_bundle(dst_dir)
+    finish_bundle(dst_dir, manifest)
     return dst_dir
 
 
@@ -156,3 +157,38 @@ def parity_report(reference, quantized, images, options) -> dict[str, float]:
     return {"token_agreement": token_agreement([a.tokens for a in ref], [b.tokens for b in got]),
             "exact_captions": sum(a.tokens == b.tokens for a, b in zip(ref, got)) / len(ref),
             "max_abs_logit_error": float(np.abs(logits[0] - logits[1]).max()), "images": len(images)}
+
+
+def quantize_verified(fp32_dir: Path, out_dir: Path, calibration_photos: list[Path], parity_photos: list[Path], *,
+                      encoders: tuple[str, ...] = ("static",), min_agreement: float = 0.0,
+                      name_suffix: str = "") -> dict:
+    """The int8 step of every bundle-producing path: an int8 copy of a verified fp32 bundle,
+    its greedy agreement with the fp32 bundle on parity_photos recorded in the manifest
+    (verification.int8_vs_fp32).
+
+    `encoders` are tried in order (see quantize_bundle) until one keeps min_agreement of
+    the fp32 greedy tokens; the last is kept regardless, and the manifest records each
+    rejected try. Decoding is greedy with SPARC off: the measure is quantization alone.
+    """
+    from edgecap.model import OnnxCaptioner
+
+    images = [read_image(p) for p in parity_photos]
+    fp32 = OnnxCaptioner.load(fp32_dir, provider="cpu")
+    options = DecodingOptions(beam_size=1, min_length=0, calibrate=False, rerank=False,
+                              max_length=min(20, fp32.arch.max_length - len(fp32.bundle.tokens.prompt_ids)))
+    tried = {}
+    for encoder in encoders:
+        quantize_bundle(fp32_dir, out_dir, calibration_photos, encoder=encoder, per_channel=False,
+                        name_suffix=name_suffix)
+        tried[encoder] = {k: round(v, 4) for k, v in parity_report(
+            fp32, OnnxCaptioner.load(out_dir, provider="cpu"), images, options).items()}
+        if tried[encoder]["token_agreement"] >= min_agreement:
+            break
+        log.warning("int8 %s encoder keeps %.2f of the fp32 tokens (< %.2f)", encoder,
+                    tried[encoder]["token_agreement"], min_agreement)
+    report = {**tried[encoder], "encoder": encoder}
+    if len(tried) > 1:
+        report["rejected"] = {e: r for e, r in tried.items() if e != encoder}
+    verification = dict(load_bundle(fp32_dir).manifest.get("verification", {}))
+    update_manifest(out_dir, verification={**verification, "int8_vs_fp32": report})
+    return report

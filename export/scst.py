@@ -25,13 +25,15 @@ import torch
 import torch.nn.functional as F
 
 from edgecap.cider import CiderD
-from export.data import DEFAULT_DATA, feature_cache
+from edgecap.decoding import DecodingOptions, Pool
+from export.data import DEFAULT_DATA, CaptionData, feature_cache, pad_ids
 from export.pipeline import load_checkpoint, save_checkpoint
-from export.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, encode_caption
-from export.train import CaptionData, Recipe, greedy_captions, pad_ids
+from export.scoring import HallucinationCounter, rounded, score
+from export.tokenizer import BOS_ID, EOS_ID, PAD_ID, encode_caption
+from export.torch_decoder import TOKENS, caption_tokens, decode_grid
 
 log = logging.getLogger(__name__)
-NEVER_SAMPLED = [PAD_ID, BOS_ID, UNK_ID]
+NEVER_SAMPLED = list(TOKENS.suppress_ids)  # what the decode loop never emits, so never pushed up or down
 
 
 @dataclass(frozen=True)
@@ -47,39 +49,20 @@ class FinetuneOptions:
     val_photos: int = 300
 
 
-class HallucinationCounter:
-    def __init__(self, references: list[list[str]], synonyms: Path | None):
-        from edgecap.chair import chair_objects, load_chair_table
+def sample_captions(model, grid: torch.Tensor, samples: int, max_new_tokens: int,
+                    temperature: float = 1.0) -> torch.Tensor:
+    """(B*samples, 1 + max_new_tokens) token ids: BOS, sampled words, EOS then PAD.
 
-        self.table = load_chair_table(synonyms)
-        self.objects = chair_objects
-        self.truth = [{o for r in refs for o in chair_objects(r, self.table)} for refs in references]
-
-    def __call__(self, caption: str, photo: int) -> int:
-        return sum(o not in self.truth[photo] for o in self.objects(caption, self.table))
-
-
-@torch.no_grad()
-def sample_captions(model, grid: torch.Tensor, samples: int, max_new_tokens: int) -> torch.Tensor:
-    """(B*samples, 1 + max_new_tokens) token ids: BOS, sampled words, EOS then PAD."""
-    cross_k, cross_v = model.visual_cache(grid)
-    cross_k = cross_k.repeat_interleave(samples, dim=1)
-    cross_v = cross_v.repeat_interleave(samples, dim=1)
-    n = cross_k.shape[1]
-    gain = torch.ones(cross_k.shape[0], n, cross_k.shape[3])
-    past_k = past_v = model.empty_cache(n)
-    tokens = torch.full((n, 1), BOS_ID, dtype=torch.long)
-    done = torch.zeros(n, dtype=torch.bool)
-    for _ in range(max_new_tokens):
-        logits, past_k, past_v, _ = model.step(tokens[:, -1:], past_k, past_v, cross_k, cross_v, gain)
-        logits[:, NEVER_SAMPLED] = float("-inf")
-        nxt = torch.multinomial(torch.softmax(logits.float(), -1), 1).squeeze(1)
-        nxt = torch.where(done, torch.full_like(nxt, PAD_ID), nxt)
-        tokens = torch.cat([tokens, nxt[:, None]], 1)
-        done |= nxt == EOS_ID
-        if bool(done.all()):
-            break
-    return tokens
+    Sampled by edgecap.decoding (one loop per photo, as at run time), each photo with a
+    random stream drawn from torch's, so torch.manual_seed fixes the samples.
+    """
+    options = DecodingOptions(beam_size=1, temperature=temperature, min_length=0, max_length=max_new_tokens,
+                              rerank=False)
+    seeds = torch.randint(0, 2 ** 62, (len(grid),)).tolist()
+    pools = decode_grid(model, grid, options, pool=Pool(samples=samples - 1, temperature=temperature), seeds=seeds)
+    rows = [[BOS_ID, *d.tokens, *([EOS_ID] if len(d.tokens) < max_new_tokens else [])]
+            for pool in pools for d in pool]
+    return pad_ids(rows, 1 + max_new_tokens)
 
 
 def sequence_log_probs(model, grid: torch.Tensor, tokens: torch.Tensor, samples: int) -> torch.Tensor:
@@ -92,7 +75,7 @@ def sequence_log_probs(model, grid: torch.Tensor, tokens: torch.Tensor, samples:
     logits[..., NEVER_SAMPLED] = float("-inf")
     target = tokens[:, 1:]
     logp = F.log_softmax(logits, -1).gather(-1, target[..., None]).squeeze(-1)
-    return (logp * (target != PAD_ID)).sum(1)
+    return torch.where(target != PAD_ID, logp, 0.0).sum(1)  # PAD after EOS is masked to -inf: 0 * -inf is NaN
 
 
 def human_caption_loss(model, grid: torch.Tensor, photos: list[int], data: CaptionData, tokenizer) -> torch.Tensor:
@@ -106,15 +89,12 @@ def finetune(checkpoint: Path, out: Path, options: FinetuneOptions = FinetuneOpt
              data_dir: Path = DEFAULT_DATA, cache_dir: Path = Path("cache"), seed: int = 0) -> Path:
     from tokenizers import Tokenizer
 
-    from export.sweep import score
-
     torch.manual_seed(seed)
     random.seed(seed)
     start = time.time()
     model, tokenizer_json, calibration, provenance = load_checkpoint(checkpoint)
     tokenizer = Tokenizer.from_str(tokenizer_json)
-    data = CaptionData(Recipe(name="scst", encoder=model.cfg.encoder, image_size=model.cfg.image_size, flip=False),
-                       data_dir, cache_dir, ("train",))
+    data = CaptionData(model.cfg.encoder, model.cfg.image_size, data_dir, cache_dir, ("train",))
     references = [list(r.captions) for r in data.records]
     synonyms = data_dir / "chair" / "synonyms.txt"
     synonyms = synonyms if synonyms.exists() else None
@@ -127,8 +107,8 @@ def finetune(checkpoint: Path, out: Path, options: FinetuneOptions = FinetuneOpt
              time.time() - start)
 
     def validate() -> dict:
-        preds = [tokenizer.decode(t) for t in greedy_captions(model, val_feats, None)]
-        return {k: round(v, 4) if isinstance(v, float) else v for k, v in score(preds, val_refs, synonyms).items()}
+        preds = [tokenizer.decode(t) for t in caption_tokens(model, val_feats)]
+        return rounded(score(preds, val_refs, synonyms))
 
     params = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
     opt = torch.optim.Adam(params, lr=options.lr)

