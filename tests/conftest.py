@@ -2,6 +2,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from make_tiny_bundle import SEED as TINY_SEED
+from make_tiny_bundle import TINY_BUNDLE
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "assets"
@@ -22,16 +24,22 @@ def photos(photo_paths) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    """(torch captioner, bundle folder) of the tiny random test model, built once."""
-    pytest.importorskip("torch")
-    from export.tiny import build_tiny_bundle
-
-    return build_tiny_bundle(tmp_path_factory.mktemp("tiny") / "edgecap-tiny")
+def tiny_bundle() -> Path:
+    """The committed tiny random test bundle (tests/make_tiny_bundle.py writes it): no torch needed."""
+    return TINY_BUNDLE
 
 
 @pytest.fixture(scope="session")
-def tiny_captioner(tiny):
+def tiny(tiny_bundle):
+    """(torch captioner, bundle folder) of the tiny random test model: the weights the bundle was made from."""
+    pytest.importorskip("torch")
+    from export.tiny import build_tiny_captioner
+
+    return build_tiny_captioner(TINY_SEED)[0], tiny_bundle
+
+
+@pytest.fixture(scope="session")
+def tiny_captioner(tiny_bundle):
     from edgecap.model import OnnxCaptioner
 
-    return OnnxCaptioner.load(tiny[1], provider="cpu")
+    return OnnxCaptioner.load(tiny_bundle, provider="cpu")

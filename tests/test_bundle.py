@@ -8,16 +8,16 @@ from edgecap.model import OnnxCaptioner
 
 
 @pytest.fixture()
-def bundle_copy(tiny, tmp_path):
+def bundle_copy(tiny_bundle, tmp_path):
     dst = tmp_path / "bundle"
-    shutil.copytree(tiny[1], dst)
+    shutil.copytree(tiny_bundle, dst)
     return dst
 
 
 def test_verified_bundle_loads(bundle_copy):
     bundle = load_bundle(bundle_copy)
     assert bundle.architecture.n_layers == 2
-    assert set(bundle.manifest["sha256"]) == {"encoder.onnx", "decoder.onnx", "tokenizer.json"}
+    assert set(bundle.manifest["sha256"]) == {"encoder.onnx", "decoder.onnx", "tokenizer.json", "memory.npz"}
     assert bundle.manifest["provenance"]["weights"].startswith("random")
 
 

@@ -15,44 +15,44 @@ def edgecap(*args, check=False):
     return proc
 
 
-def test_one_photo_prints_the_caption_alone(tiny, photo_paths):
-    proc = edgecap("caption", photo_paths[0], "--model", tiny[1])
+def test_one_photo_prints_the_caption_alone(tiny_bundle, photo_paths):
+    proc = edgecap("caption", photo_paths[0], "--model", tiny_bundle)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1 and lines[0][0].isupper() and lines[0].endswith(".")
 
 
-def test_several_photos_and_json(tiny, photo_paths):
-    proc = edgecap("caption", *photo_paths[:2], "--model", tiny[1], "--beams", "2")
+def test_several_photos_and_json(tiny_bundle, photo_paths):
+    proc = edgecap("caption", *photo_paths[:2], "--model", tiny_bundle, "--beams", "2")
     lines = proc.stdout.strip().splitlines()
     assert [l.split(": ")[0] for l in lines] == [str(p) for p in photo_paths[:2]]
-    proc = edgecap("caption", *photo_paths, "--model", tiny[1], "--json", "--detail", "detailed")
+    proc = edgecap("caption", *photo_paths, "--model", tiny_bundle, "--json", "--detail", "detailed")
     records = json.loads(proc.stdout)
     assert [r["path"] for r in records] == [str(p) for p in photo_paths]
     for r in records:
         assert r["caption"] and r["tokens"] and r["ms"] > 0 and r["status"] == "ok"
 
 
-def test_corrupt_and_missing_files_fail_alone(tiny, photo_paths, tmp_path):
+def test_corrupt_and_missing_files_fail_alone(tiny_bundle, photo_paths, tmp_path):
     corrupt = tmp_path / "broken.jpg"
     corrupt.write_bytes(photo_paths[0].read_bytes()[:200])
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
-    proc = edgecap("caption", corrupt, photo_paths[1], empty, tmp_path / "absent.jpg", "--model", tiny[1])
+    proc = edgecap("caption", corrupt, photo_paths[1], empty, tmp_path / "absent.jpg", "--model", tiny_bundle)
     assert proc.returncode == 1
     errors = proc.stderr.strip().splitlines()
     assert len(errors) == 3 and all(e.startswith("edgecap: error: ") for e in errors)
     assert proc.stdout.strip().startswith(f"{photo_paths[1]}: ")
 
 
-def test_dark_and_blank_images_get_a_statement(tiny, photos, tmp_path):
+def test_dark_and_blank_images_get_a_statement(tiny_bundle, photos, tmp_path):
     rng = np.random.default_rng(0)
     dark = (photos[0] * 0.03 + rng.normal(0, 2, photos[0].shape)).clip(0, 255).astype(np.uint8)
     gray = np.full((240, 320, 3), 128, np.uint8)
     cv2.imwrite(str(tmp_path / "dark.jpg"), dark)
     cv2.imwrite(str(tmp_path / "gray.png"), gray)
     assert exposure_problem(photos[0]) is None
-    proc = edgecap("caption", tmp_path / "dark.jpg", tmp_path / "gray.png", "--model", tiny[1], "--json")
+    proc = edgecap("caption", tmp_path / "dark.jpg", tmp_path / "gray.png", "--model", tiny_bundle, "--json")
     records = json.loads(proc.stdout)
     assert [r["caption"] for r in records] == [DARK_MESSAGE, UNIFORM_MESSAGE]
     assert [r["tokens"] for r in records] == [[], []]
@@ -64,13 +64,13 @@ def test_bad_model_folder_is_one_line(tmp_path, photo_paths):
     assert proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
 
 
-def test_unknown_provider_is_one_line(tiny, photo_paths):
-    proc = edgecap("caption", photo_paths[0], "--model", tiny[1], "--provider", "qnn")
+def test_unknown_provider_is_one_line(tiny_bundle, photo_paths):
+    proc = edgecap("caption", photo_paths[0], "--model", tiny_bundle, "--provider", "qnn")
     assert proc.returncode == 2 and "not available" in proc.stderr
 
 
-def test_bench_reports_stages(tiny):
-    proc = edgecap("bench", "--model", tiny[1], "--runs", "3", "--warmup", "1", "--json")
+def test_bench_reports_stages(tiny_bundle):
+    proc = edgecap("bench", "--model", tiny_bundle, "--runs", "3", "--warmup", "1", "--json")
     report = json.loads(proc.stdout)
     assert {"read", "preprocess", "encoder", "decode", "rerank", "total"} <= set(report["stages"])
     assert report["stages"]["total"]["median_ms"] > 0

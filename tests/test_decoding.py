@@ -3,7 +3,7 @@ import pytest
 
 from edgecap.decoding import DecodingOptions, _banned_ngram_tokens, preset
 
-BASE = dict(min_length=0, max_length=16)
+BASE = dict(min_length=0, max_length=16, rerank=False)  # the decode loop alone, not the memory's choice
 
 
 def test_beam_one_is_greedy_and_batching_does_not_change_captions(tiny_captioner, photos):

@@ -58,6 +58,7 @@ def test_default_model_names_the_cat():
 
 @pytest.mark.skipif(not (VAL / "captions.jsonl").is_file(), reason="../shared/data not present")
 def test_default_model_beats_caption_retrieval_on_real_photos(tmp_path):
+    pytest.importorskip("pycocoevalcap")  # `edgecap eval` needs the eval extra
     # 150 val photos; the nearest-neighbour retrieval baseline scores CIDEr 0.31 on all of val.
     # CHAIR_i counts objects missing from the five references, which on so few photos is noisy.
     rows = [json.loads(line) for line in (VAL / "captions.jsonl").read_text().splitlines()]

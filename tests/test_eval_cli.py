@@ -28,9 +28,9 @@ def dataset(tmp_path, photo_paths):
     return tmp_path
 
 
-def test_eval_writes_every_metric(tiny, dataset, tmp_path):
+def test_eval_writes_every_metric(tiny_bundle, dataset, tmp_path):
     out = tmp_path / "metrics.json"
-    proc = subprocess.run([sys.executable, "-m", "edgecap", "eval", "--data", str(dataset), "--model", str(tiny[1]),
+    proc = subprocess.run([sys.executable, "-m", "edgecap", "eval", "--data", str(dataset), "--model", str(tiny_bundle),
                            "--split", "val", "--json", str(out), "--beams", "1"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -40,10 +40,10 @@ def test_eval_writes_every_metric(tiny, dataset, tmp_path):
     assert "cider" in proc.stdout.splitlines()[0]
 
 
-def test_eval_compares_variants_with_a_plot(tiny, dataset, tmp_path):
+def test_eval_compares_variants_with_a_plot(tiny_bundle, dataset, tmp_path):
     plot, table = tmp_path / "plot.png", tmp_path / "table.md"
     proc = subprocess.run([sys.executable, "-m", "edgecap", "eval", "--data", str(dataset),
-                           "--variant", f"on={tiny[1]}", "--variant", f"off={tiny[1]}:off", "--plot", str(plot),
+                           "--variant", f"on={tiny_bundle}", "--variant", f"off={tiny_bundle}:off", "--plot", str(plot),
                            "--markdown", str(table), "--json", str(tmp_path / "m.json")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -43,8 +43,8 @@ def test_memory_round_trips_and_rejects_garbage():
 
 
 @pytest.fixture
-def bundle_with_memory(tiny, tmp_path):
-    shutil.copytree(tiny[1], tmp_path / "bundle")
+def bundle_with_memory(tiny_bundle, tmp_path):
+    shutil.copytree(tiny_bundle, tmp_path / "bundle")
     return tmp_path / "bundle"
 
 

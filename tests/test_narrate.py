@@ -379,34 +379,34 @@ def edgecap(*args, **kw):
                           timeout=120, **kw)
 
 
-def test_cli_narrates_a_video_to_a_json_log(tiny, video, tmp_path):
+def test_cli_narrates_a_video_to_a_json_log(tiny_bundle, video, tmp_path):
     log = tmp_path / "log.jsonl"
-    proc = edgecap("narrate", "--video", video.path, "--model", tiny[1], "--speech", "none", "--log-json", log,
+    proc = edgecap("narrate", "--video", video.path, "--model", tiny_bundle, "--speech", "none", "--log-json", log,
                    "--scene-threshold", TINY_SEMANTIC_THRESHOLD, "--duration", 10)
     assert proc.returncode == 0, proc.stderr
     records = read_log(log)
     captions = [r["text"] for r in records if r["kind"] == "caption"]
     assert len(captions) >= 2 and records[0]["kind"] == "start" and records[-1]["kind"] == "end"
     assert proc.stdout.splitlines() == [CUES["ready"], *captions]
-    proc = edgecap("narrate", "--video", tmp_path / "absent.avi", "--model", tiny[1], "--speech", "none")
+    proc = edgecap("narrate", "--video", tmp_path / "absent.avi", "--model", tiny_bundle, "--speech", "none")
     assert proc.returncode == 2 and "no such video" in proc.stderr
     # Bad set-ups get one line on stderr and exit status 2, not a traceback.
     for bad, message in ((["--camera", 987], "camera 987 cannot be opened"),
                          (["--video", video.path, "--log-json", tmp_path / "no" / "dir.jsonl"], "No such file"),
                          (["--video", video.path, "--control-socket", video.path], "not a socket")):
-        proc = edgecap("narrate", *bad, "--model", tiny[1], "--speech", "none", "--duration", 1)
+        proc = edgecap("narrate", *bad, "--model", tiny_bundle, "--speech", "none", "--duration", 1)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
-def test_cli_takes_commands_over_a_socket(tiny, tmp_path, photo_paths):
+def test_cli_takes_commands_over_a_socket(tiny_bundle, tmp_path, photo_paths):
     slides = tmp_path / "slides"
     slides.mkdir()
     for p in photo_paths[:2]:
         (slides / p.name).write_bytes(p.read_bytes())
     sock, log = tmp_path / "ctl.sock", tmp_path / "log.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "edgecap", "narrate", "--images", slides, "--loop", "--realtime",
-                             "--model", tiny[1], "--speech", "none", "--log-json", log, "--control-socket", sock],
+                             "--model", tiny_bundle, "--speech", "none", "--log-json", log, "--control-socket", sock],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
@@ -428,7 +428,7 @@ def test_cli_takes_commands_over_a_socket(tiny, tmp_path, photo_paths):
     assert not sock.exists()
 
 
-def test_cli_quits_on_q_from_the_keyboard(tiny, tmp_path, photo_paths):
+def test_cli_quits_on_q_from_the_keyboard(tiny_bundle, tmp_path, photo_paths):
     import pty
 
     slides = tmp_path / "slides"
@@ -436,7 +436,7 @@ def test_cli_quits_on_q_from_the_keyboard(tiny, tmp_path, photo_paths):
     (slides / "a.jpg").write_bytes(photo_paths[0].read_bytes())
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "edgecap", "narrate", "--images", slides, "--loop", "--realtime",
-                             "--model", tiny[1], "--speech", "none"], stdin=slave, stdout=subprocess.PIPE,
+                             "--model", tiny_bundle, "--speech", "none"], stdin=slave, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     os.close(slave)
     try:

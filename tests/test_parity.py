@@ -11,7 +11,7 @@ from edgecap.decoding import DecodingOptions  # noqa: E402
 from edgecap.image import normalize, resize_for_model  # noqa: E402
 from export.generate import captioner_generate  # noqa: E402
 
-GREEDY = dict(beam_size=1, min_length=0, max_length=20)
+GREEDY = dict(beam_size=1, min_length=0, max_length=20, rerank=False)  # the decode loop alone
 
 
 def pixels_of(captioner, photos):
