@@ -102,6 +102,7 @@ class OnnxDecoder:
         self.past_shape = past.shape if not self.layered else [n_layers, *past.shape]  # (L, B, H, P, hd)
         meta = session.get_modelmeta().custom_metadata_map
         self.broadcast_visual = self.layered and meta.get("edgecap.visual_broadcast") == "1"
+        self._outputs: dict = {}  # output names per attention request
         self._per_thread = threading.local()  # an IO binding is not thread-safe: narration streams share sessions
 
     def _value(self, array: np.ndarray):
@@ -125,9 +126,11 @@ class OnnxDecoder:
             return ([self._value(e) for e in empty], [self._value(e) for e in empty])
         return self._value(empty), self._value(empty)
 
-    def step(self, input_ids, cache, visual_rows, gain):
+    def step(self, input_ids, cache, visual_rows, gain, attention="all"):
         """One decoder run. The binding persists between runs, so inputs that did not change since the
-        last step (visual keys/values, a constant gain) are not bound again."""
+        last step (visual keys/values, a constant gain) are not bound again. `attention`: "all" returns
+        every layer's visual attention (L, rows, n_visual), a layer index only that layer's
+        (rows, n_visual), None none (outputs that are not asked for are not fetched)."""
         state = self._per_thread
         if not hasattr(state, "binding"):
             state.binding, state.bound = self.session.io_binding(), {}
@@ -155,27 +158,36 @@ class OnnxDecoder:
         # keep what is bound alive and recognisable (bind_cpu_input does not copy)
         state.bound = {"visual": visual_rows, "gain": gain}
         binding.clear_binding_outputs()  # a bound output would be reused as a buffer of the old shape
-        for name in self._output_names():
+        names = self._output_names(attention)
+        for name in names:
             binding.bind_output(name, self.device if name.startswith("present") else "cpu")
         self.session.run_with_iobinding(binding)
         outputs = binding.get_outputs()
         if self.layered:
             n = self.n_layers
             cache = (outputs[1:1 + n], outputs[1 + n:1 + 2 * n])
-            attention = np.stack([a.numpy() for a in outputs[1 + 2 * n:1 + 3 * n]])
-            return outputs[0].numpy(), cache, attention
-        logits, present_k, present_v, attention = outputs
-        return logits.numpy(), (present_k, present_v), attention.numpy()
+            seen = [a.numpy() for a in outputs[1 + 2 * n:]]
+            if attention == "all":
+                return outputs[0].numpy(), cache, np.stack(seen)
+            return outputs[0].numpy(), cache, seen[0] if seen else None
+        logits, present_k, present_v, *seen = outputs
+        if attention is None:
+            return logits.numpy(), (present_k, present_v), None
+        stacked = seen[0].numpy()
+        return logits.numpy(), (present_k, present_v), stacked if attention == "all" else stacked[attention]
 
-    def _output_names(self) -> list[str]:
-        if not hasattr(self, "_outputs"):
+    def _output_names(self, attention="all") -> list[str]:
+        key = attention if attention is None or attention == "all" else int(attention) % self.n_layers
+        if key not in self._outputs:
             if self.layered:
-                self._outputs = ["logits", *(f"{kind}_{layer}" for kind in ("present_k", "present_v",
-                                                                            "visual_attention")
-                                             for layer in range(self.n_layers))]
+                layers = [] if key is None else range(self.n_layers) if key == "all" else [key]
+                self._outputs[key] = ["logits", *(f"{kind}_{layer}" for kind in ("present_k", "present_v")
+                                                  for layer in range(self.n_layers)),
+                                      *(f"visual_attention_{layer}" for layer in layers)]
             else:
-                self._outputs = ["logits", "present_k", "present_v", "visual_attention"]
-        return self._outputs
+                self._outputs[key] = ["logits", "present_k", "present_v"] + ([] if key is None else
+                                                                             ["visual_attention"])
+        return self._outputs[key]
 
     def reorder_cache(self, cache, index):
         """Rows `index` of the cache (beam reordering, finished rows dropped, a first step copied)."""
