@@ -81,13 +81,14 @@ class CaptionResult:
 
 
 class OnnxDecoder:
-    """The decoder graph behind decoding.StepModel, with caches kept as OrtValues.
+    """The decoder graph behind decoding.StepModel.
 
-    Present keys/values come back as OrtValues on the provider's device and go straight
-    into the next step: no host round trip, no concatenation in Python. Only beam
-    reordering and dropping finished rows gather rows. Graphs rewritten by
-    export/optimize.py have one cache input/output per layer (nothing is
-    split or stacked inside the graph) and let one image's visual keys/values (batch 1)
+    On the CPU, caches are numpy arrays fed to session.run (onnxruntime neither copies them in
+    nor out; this costs less Python per step than an IO binding). On an accelerator, present
+    keys/values come back as OrtValues on the device and go straight into the next step through
+    an IO binding: no host round trip. Only beam reordering and dropping finished rows gather
+    rows. Graphs rewritten by export/optimize.py have one cache input/output per layer (nothing
+    is split or stacked inside the graph) and let one image's visual keys/values (batch 1)
     serve all of its rows; stacked graphs (L, B, ...) are still run as exported.
     """
 
@@ -106,6 +107,8 @@ class OnnxDecoder:
         self._per_thread = threading.local()  # an IO binding is not thread-safe: narration streams share sessions
 
     def _value(self, array: np.ndarray):
+        if self.device == "cpu":
+            return np.ascontiguousarray(array)
         return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device)
 
     def start(self, visual: VisualFeatures, rows_per_image: int):
@@ -135,10 +138,12 @@ class OnnxDecoder:
         return self._value(empty), self._value(empty)
 
     def step(self, input_ids, cache, visual_rows, gain, attention="all"):
-        """One decoder run. The binding persists between runs, so inputs that did not change since the
-        last step (visual keys/values, a constant gain) are not bound again. `attention`: "all" returns
+        """One decoder run. On an accelerator the IO binding persists between runs, so inputs that did not
+        change since the last step (visual keys/values, a constant gain) are not bound again. `attention`: "all" returns
         every layer's visual attention (L, rows, n_visual), a layer index only that layer's
         (rows, n_visual), None none (outputs that are not asked for are not fetched)."""
+        if self.device == "cpu":
+            return self._run(input_ids, cache, visual_rows, gain, attention)
         state = self._per_thread
         if not hasattr(state, "binding"):
             state.binding, state.bound = self.session.io_binding(), {}
@@ -170,19 +175,35 @@ class OnnxDecoder:
         for name in names:
             binding.bind_output(name, self.device if name.startswith("present") else "cpu")
         self.session.run_with_iobinding(binding)
-        outputs = binding.get_outputs()
+        return self._unpack(binding.get_outputs(), attention, lambda value: value.numpy())
+
+    def _run(self, input_ids, cache, visual_rows, gain, attention):
+        """One decoder run on the CPU with numpy feeds (session.run is thread-safe)."""
+        feed = {"input_ids": np.ascontiguousarray(input_ids, dtype=np.int64)}
+        if self.layered:
+            for layer in range(self.n_layers):
+                feed[f"past_k_{layer}"], feed[f"past_v_{layer}"] = cache[0][layer], cache[1][layer]
+                feed[f"cross_k_{layer}"], feed[f"cross_v_{layer}"] = visual_rows[0][layer], visual_rows[1][layer]
+                feed[f"visual_gain_{layer}"] = gain[layer]
+        else:
+            feed.update(past_k=cache[0], past_v=cache[1], cross_k=visual_rows[0], cross_v=visual_rows[1],
+                        visual_gain=gain)
+        return self._unpack(self.session.run(self._output_names(attention), feed), attention, lambda value: value)
+
+    def _unpack(self, outputs, attention, host):
+        """(logits, cache, attention) from the outputs named by _output_names(attention)."""
         if self.layered:
             n = self.n_layers
             cache = (outputs[1:1 + n], outputs[1 + n:1 + 2 * n])
-            seen = [a.numpy() for a in outputs[1 + 2 * n:]]
+            seen = [host(a) for a in outputs[1 + 2 * n:]]
             if attention == "all":
-                return outputs[0].numpy(), cache, np.stack(seen)
-            return outputs[0].numpy(), cache, seen[0] if seen else None
+                return host(outputs[0]), cache, np.stack(seen)
+            return host(outputs[0]), cache, seen[0] if seen else None
         logits, present_k, present_v, *seen = outputs
         if attention is None:
-            return logits.numpy(), (present_k, present_v), None
-        stacked = seen[0].numpy()
-        return logits.numpy(), (present_k, present_v), stacked if attention == "all" else stacked[attention]
+            return host(logits), (present_k, present_v), None
+        stacked = host(seen[0])
+        return host(logits), (present_k, present_v), stacked if attention == "all" else stacked[attention]
 
     def _output_names(self, attention="all") -> list[str]:
         key = attention if attention is None or attention == "all" else int(attention) % self.n_layers
@@ -203,11 +224,16 @@ class OnnxDecoder:
             return cache
         axis = 0 if self.layered else 1
         if self.layered:
-            return tuple([self._value(np.take(c.numpy(), index, axis=axis)) for c in part] for part in cache)
-        return tuple(self._value(np.take(c.numpy(), index, axis=axis)) for c in cache)
+            return tuple([self._value(np.take(_host(c), index, axis=axis)) for c in part] for part in cache)
+        return tuple(self._value(np.take(_host(c), index, axis=axis)) for c in cache)
 
     def _rows(self, cache) -> int:
-        return cache[0][0].shape()[0] if self.layered else cache[0].shape()[1]
+        return _host(cache[0][0]).shape[0] if self.layered else _host(cache[0]).shape[1]
+
+
+def _host(value) -> np.ndarray:
+    """A numpy view of a cache tensor (numpy already, or an OrtValue)."""
+    return value if isinstance(value, np.ndarray) else value.numpy()
 
 
 class Captioner:
