@@ -118,7 +118,7 @@ class OnnxDecoder:
             k = 1  # the graph broadcasts one image over its rows
         last = getattr(self._per_thread, "started", None)
         if last is not None and last[0] is visual and last[1] == k:
-            return last[2]  # the same values again: step() then sees nothing new to bind
+            return last[2]  # the same values again: an accelerator's binding has nothing new to bind
         bound = self._start(visual, k)
         self._per_thread.started = (visual, k, bound)
         return bound
@@ -138,10 +138,10 @@ class OnnxDecoder:
         return self._value(empty), self._value(empty)
 
     def step(self, input_ids, cache, visual_rows, gain, attention="all"):
-        """One decoder run. On an accelerator the IO binding persists between runs, so inputs that did not
-        change since the last step (visual keys/values, a constant gain) are not bound again. `attention`: "all" returns
-        every layer's visual attention (L, rows, n_visual), a layer index only that layer's
-        (rows, n_visual), None none (outputs that are not asked for are not fetched)."""
+        """One decoder run. `attention`: "all" returns every layer's visual attention (L, rows, n_visual),
+        a layer index only that layer's (rows, n_visual), None none (outputs not asked for are not
+        fetched). On an accelerator the IO binding persists between runs, so inputs that did not
+        change since the last step (visual keys/values, a constant gain) are not bound again."""
         if self.device == "cpu":
             return self._run(input_ids, cache, visual_rows, gain, attention)
         state = self._per_thread
