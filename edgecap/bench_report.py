@@ -31,7 +31,8 @@ KEYS = {
                       "interleaved photo by photo, with median CPU ms",
     "cpu_per_wall": "process CPU time / wall time of the default caption (> 1: a spinning extra thread)",
     "sparc_overhead": "default / sparc_off - 1",
-    "decoder_step_ms": "greedy caption (rerank off) wall ms / decoder runs: a step including the Python loop",
+    "decoder_step_ms": "greedy decode alone (features given; rerank off) wall ms / decoder runs: a step "
+                       "including the Python loop (`decoder_step_cpu_ms`: the same in CPU time)",
     "decoder_graph_step": "the decoder graph alone, 1 row after 8 tokens (IO binding), wall and CPU ms",
     "decoder_step_floor_ms": "bytes of the weights a step multiplies by / measured memory bandwidth",
     "encoder_floor_ms": "encoder operations (2 x multiply-adds) / measured int8 matmul throughput",

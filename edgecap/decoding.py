@@ -74,8 +74,9 @@ class StepModel(Protocol):
 
     def start(self, visual: Any, rows_per_image: int) -> Any: ...
     def empty_cache(self, rows: int) -> Any: ...
-    def step(self, input_ids: np.ndarray, cache: Any, visual_rows: Any,
-             gain: np.ndarray) -> tuple[np.ndarray, Any, np.ndarray]: ...
+    def step(self, input_ids: np.ndarray, cache: Any, visual_rows: Any, gain: np.ndarray,
+             attention: int | None | str = "all") -> tuple[np.ndarray, Any, np.ndarray | None]: ...
+    # attention: "all" -> (L, rows, n_visual); a layer index -> that layer's (rows, n_visual); None -> None
     def reorder_cache(self, cache: Any, index: np.ndarray) -> Any: ...
 
 
@@ -153,9 +154,18 @@ class _Processor:
             self.seen[np.arange(len(next_tokens)), next_tokens] = True
 
 
-def _sample(logprobs: np.ndarray, temperature: np.ndarray, top_p: float, rng: np.random.Generator) -> np.ndarray:
-    """One token per row at that row's temperature (rows, vocab) -> (rows,)."""
-    scaled = logprobs / temperature[:, None]
+def _sample(logprobs: np.ndarray, rows: np.ndarray, temperature: np.ndarray, top_p: float,
+            rng: np.random.Generator) -> np.ndarray:
+    """One token per sampled row: row i draws from logprobs[rows[i]] at temperature[i] -> (len(rows),).
+
+    The distribution of each distinct (row, temperature) is built once; each sampled row
+    still takes its own draw, in order.
+    """
+    pairs: dict[tuple[int, float], int] = {}
+    group = np.asarray([pairs.setdefault(p, len(pairs)) for p in zip(rows.tolist(), temperature.tolist())])
+    distinct_rows = np.fromiter((r for r, _ in pairs), dtype=np.int64, count=len(pairs))
+    distinct_t = np.fromiter((t for _, t in pairs), dtype=np.float64, count=len(pairs))
+    scaled = logprobs[distinct_rows] / distinct_t[:, None]
     probs = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
     probs /= probs.sum(axis=-1, keepdims=True)
     if top_p < 1.0:
@@ -167,8 +177,10 @@ def _sample(logprobs: np.ndarray, temperature: np.ndarray, top_p: float, rng: np
         probs = np.where(keep, probs, 0.0)
         probs /= probs.sum(axis=-1, keepdims=True)
     cumulative = probs.cumsum(axis=-1)
-    draws = rng.random((probs.shape[0], 1)) * cumulative[:, -1:]
-    return np.minimum((cumulative < draws).sum(axis=-1), probs.shape[1] - 1)
+    draws = rng.random((len(rows), 1)) * cumulative[group, -1:]
+    # cumulative is non-decreasing, so the count of entries below a draw is its sorted position
+    chosen = np.asarray([np.searchsorted(cumulative[g], d, side="left") for g, d in zip(group.tolist(), draws[:, 0])])
+    return np.minimum(chosen, probs.shape[1] - 1)
 
 
 def image_seed(image_id: int | np.ndarray, seed: int | None) -> np.random.SeedSequence:
@@ -195,6 +207,13 @@ def decode_pool(model: StepModel, visual: Any, n_visual: int, tokens: TokenSpec,
 
     The main decode is a beam of options.beam_size rows, or one row that is greedy or
     sampled at options.temperature. All rows share the logit rules of `options`.
+
+    Rows that have written the same words so far (every row at the first step, sampled
+    rows that drew the same early words, a beam that follows the greedy row) share one
+    decoder row: their logits, logit rules, SPARC state and cache are the same, so the
+    model runs once for them. This changes no number: a step's rows are computed
+    independently, and a repeated row does not move the range that int8 activations are
+    quantized over.
     """
     if options.max_length <= 0:
         return [Decoded(tokens=[], logprob=0.0) for _ in range(1 + pool.greedy + pool.samples)]
@@ -209,45 +228,45 @@ def decode_pool(model: StepModel, visual: Any, n_visual: int, tokens: TokenSpec,
     results: list[Decoded | None] = [None] * (1 + pool.greedy + pool.samples)
     rng = np.random.default_rng(seed)
 
-    layer_on = None
+    layer_on = selection = None
     if calibration is not None:
         selection = calibration.resolve_selection_layer(model.n_layers)
         layer_on = np.asarray(calibration.layer_mask(model.n_layers))[:, None, None]
     state = SparcState()
 
-    # Step 0: every row starts from the same prompt, so it runs once and is copied.
+    # Step 0: every row starts from the same prompt: one decoder row.
     prompt = np.asarray(tokens.prompt_ids, dtype=np.int64)[None]
     gain = np.ones((model.n_layers, 1, n_visual), dtype=np.float32)
-    logits, cache, attention = model.step(prompt, model.empty_cache(1), model.start(visual, 1), gain)
-    live = np.arange(n_rows)  # result rows still decoding, in cache order
-    first = np.zeros(n_rows, dtype=np.int64)
-    cache = model.reorder_cache(cache, first)
-    logits = logits[first]
+    logits, cache, attention = model.step(prompt, model.empty_cache(1), model.start(visual, 1), gain,
+                                          attention=selection)
     if calibration is not None:
-        state = sparc_update(state, attention[selection][first], calibration)
+        state = sparc_update(state, attention, calibration)
+    live = np.arange(n_rows)  # result rows still decoding
+    row_of = np.zeros(n_rows, dtype=np.int64)  # live row -> decoder row (rows with the same words share one)
     visual_rows = {}
-    history: list[list[int]] = [[] for _ in range(n_rows)]
+    history: list[list[int]] = [[] for _ in range(n_rows)]  # per live row
+    shared_history: list[list[int]] = [[]]  # per decoder row
     logprob = np.zeros(n_rows, dtype=np.float64)
     if beam_rows:  # only the first beam is live before the first split
         logprob[1:beam_rows] = -np.inf
-    processor = _Processor(options, tokens, n_rows, logits.shape[-1])
+    processor = _Processor(options, tokens, 1, logits.shape[-1])
 
     def finish(position: int, text: list[int], score: float):
         s = int(slot[live[position]])
-        counts = state.counts[position] if state.counts is not None else None
+        counts = state.counts[row_of[position]] if state.counts is not None else None
         results[s] = Decoded(tokens=text, logprob=float(score),
                              selected_tokens=int((counts > 0).sum()) if counts is not None else 0)
 
     step = 0
     while True:
-        logprobs = _log_softmax(processor(logits, step, history))
+        shared = _log_softmax(processor(logits, step, shared_history))  # per decoder row
         keep = np.ones(len(live), dtype=bool)
         order = np.arange(len(live))
         next_tokens = np.full(len(live), tokens.eos_id, dtype=np.int64)
         n_beam = beam_rows if results[0] is None and beam_rows else 0
         if n_beam:
-            b_order, b_tokens, done = _beam_step(logprobs[:n_beam], logprob[:n_beam], history[:n_beam], beams, k,
-                                                 tokens.eos_id, options.length_penalty)
+            b_order, b_tokens, done = _beam_step(shared[row_of[:n_beam]], logprob[:n_beam], history[:n_beam],
+                                                 beams, k, tokens.eos_id, options.length_penalty)
             order[:n_beam], next_tokens[:n_beam] = b_order, b_tokens
             if done:
                 finish(0, *beams.best())
@@ -255,28 +274,38 @@ def decode_pool(model: StepModel, visual: Any, n_visual: int, tokens: TokenSpec,
         single = np.arange(n_beam, len(live))
         if len(single):
             t = temperature[live[single]]
-            chosen = logprobs[single].argmax(axis=-1)
+            chosen = shared.argmax(axis=-1)[row_of[single]]
             hot = t > 0
             if hot.any():
-                chosen[hot] = _sample(logprobs[single[hot]], t[hot], options.top_p, rng)
+                chosen[hot] = _sample(shared, row_of[single[hot]], t[hot], options.top_p, rng)
             next_tokens[single] = chosen
-            for pos, token in zip(single, chosen):
+            for pos, token in zip(single.tolist(), chosen.tolist()):
                 if token == tokens.eos_id:
                     finish(pos, history[pos], logprob[pos])
                     keep[pos] = False
                 else:
-                    logprob[pos] += logprobs[pos, token]
+                    logprob[pos] += shared[row_of[pos], token]
         step += 1
         if not keep.any():
             break
         index = order[keep]
         next_tokens = next_tokens[keep]
-        history = [history[i] + [int(t)] for i, t in zip(index, next_tokens)]
+        # new decoder rows: one per distinct (old decoder row, token), in order of first appearance
+        parent = row_of[index]
+        pairs: dict[tuple[int, int], int] = {}
+        new_row = np.asarray([pairs.setdefault(pair, len(pairs)) for pair in zip(parent.tolist(),
+                                                                                 next_tokens.tolist())],
+                             dtype=np.int64)
+        source = np.fromiter((p for p, _ in pairs), dtype=np.int64, count=len(pairs))
+        row_tokens = np.fromiter((t for _, t in pairs), dtype=np.int64, count=len(pairs))
+        history = [history[i] + [t] for i, t in zip(index.tolist(), next_tokens.tolist())]
+        shared_history = [shared_history[p] + [t] for p, t in pairs]
         logprob = logprob[keep]  # beam scores were written to their new positions by _beam_step
         live = live[keep]
-        moved = len(index) != len(keep) or not np.array_equal(index, np.arange(len(index)))
+        row_of = new_row
+        moved = len(source) != len(shared) or not np.array_equal(source, np.arange(len(source)))
         if moved and state.ema is not None:
-            state = state.reorder(index)
+            state = state.reorder(source)
         if step == options.max_length:  # out of length: every live hypothesis ends here, without a model run
             n_beam = int((slot[live] == 0).sum()) if beam_rows else 0
             for pos in range(n_beam):
@@ -288,20 +317,21 @@ def decode_pool(model: StepModel, visual: Any, n_visual: int, tokens: TokenSpec,
                 finish(pos, history[pos], logprob[pos])
             break
         if moved:
-            cache = model.reorder_cache(cache, index)
-            processor.take(index)
-        processor.record(next_tokens)
+            cache = model.reorder_cache(cache, source)
+            processor.take(source)
+        processor.record(row_tokens)
+        rows = len(source)
         if calibration is not None:
-            gain = np.where(layer_on, state.gain(calibration, np.ones((len(live), n_visual), np.float32))[None],
+            gain = np.where(layer_on, state.gain(calibration, np.ones((rows, n_visual), np.float32))[None],
                             np.float32(1)).astype(np.float32)
-        elif gain.shape[1] != len(live):  # constant: the same array lets the model skip rebinding it
-            gain = np.ones((model.n_layers, len(live), n_visual), dtype=np.float32)
-        if len(live) not in visual_rows:
-            visual_rows[len(live)] = model.start(visual, len(live))
-        logits, cache, attention = model.step(next_tokens[:, None], cache, visual_rows[len(live)],
-                                              np.ascontiguousarray(gain))
+        elif gain.shape[1] != rows:  # constant: the same array lets the model skip rebinding it
+            gain = np.ones((model.n_layers, rows, n_visual), dtype=np.float32)
+        if rows not in visual_rows:
+            visual_rows[rows] = model.start(visual, rows)
+        logits, cache, attention = model.step(row_tokens[:, None], cache, visual_rows[rows],
+                                              np.ascontiguousarray(gain), attention=selection)
         if calibration is not None:
-            state = sparc_update(state, attention[selection], calibration)
+            state = sparc_update(state, attention, calibration)
     return [r if r is not None else Decoded(tokens=[], logprob=0.0) for r in results]
 
 

@@ -81,13 +81,14 @@ class CaptionResult:
 
 
 class OnnxDecoder:
-    """The decoder graph behind decoding.StepModel, with caches kept as OrtValues.
+    """The decoder graph behind decoding.StepModel.
 
-    Present keys/values come back as OrtValues on the provider's device and go straight
-    into the next step: no host round trip, no concatenation in Python. Only beam
-    reordering and dropping finished rows gather rows. Graphs rewritten by
-    export/optimize.py have one cache input/output per layer (nothing is
-    split or stacked inside the graph) and let one image's visual keys/values (batch 1)
+    On the CPU, caches are numpy arrays fed to session.run (onnxruntime neither copies them in
+    nor out; this costs less Python per step than an IO binding). On an accelerator, present
+    keys/values come back as OrtValues on the device and go straight into the next step through
+    an IO binding: no host round trip. Only beam reordering and dropping finished rows gather
+    rows. Graphs rewritten by export/optimize.py have one cache input/output per layer (nothing
+    is split or stacked inside the graph) and let one image's visual keys/values (batch 1)
     serve all of its rows; stacked graphs (L, B, ...) are still run as exported.
     """
 
@@ -102,9 +103,12 @@ class OnnxDecoder:
         self.past_shape = past.shape if not self.layered else [n_layers, *past.shape]  # (L, B, H, P, hd)
         meta = session.get_modelmeta().custom_metadata_map
         self.broadcast_visual = self.layered and meta.get("edgecap.visual_broadcast") == "1"
+        self._outputs: dict = {}  # output names per attention request
         self._per_thread = threading.local()  # an IO binding is not thread-safe: narration streams share sessions
 
     def _value(self, array: np.ndarray):
+        if self.device == "cpu":
+            return np.ascontiguousarray(array)
         return ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), self.device)
 
     def start(self, visual: VisualFeatures, rows_per_image: int):
@@ -112,6 +116,14 @@ class OnnxDecoder:
         k = rows_per_image
         if self.broadcast_visual and len(visual) == 1:
             k = 1  # the graph broadcasts one image over its rows
+        last = getattr(self._per_thread, "started", None)
+        if last is not None and last[0] is visual and last[1] == k:
+            return last[2]  # the same values again: an accelerator's binding has nothing new to bind
+        bound = self._start(visual, k)
+        self._per_thread.started = (visual, k, bound)
+        return bound
+
+    def _start(self, visual: VisualFeatures, k: int):
         cross_k = visual.cross_k if k == 1 else np.repeat(visual.cross_k, k, axis=1)
         cross_v = visual.cross_v if k == 1 else np.repeat(visual.cross_v, k, axis=1)
         if self.layered:
@@ -125,9 +137,13 @@ class OnnxDecoder:
             return ([self._value(e) for e in empty], [self._value(e) for e in empty])
         return self._value(empty), self._value(empty)
 
-    def step(self, input_ids, cache, visual_rows, gain):
-        """One decoder run. The binding persists between runs, so inputs that did not change since the
-        last step (visual keys/values, a constant gain) are not bound again."""
+    def step(self, input_ids, cache, visual_rows, gain, attention="all"):
+        """One decoder run. `attention`: "all" returns every layer's visual attention (L, rows, n_visual),
+        a layer index only that layer's (rows, n_visual), None none (outputs not asked for are not
+        fetched). On an accelerator the IO binding persists between runs, so inputs that did not
+        change since the last step (visual keys/values, a constant gain) are not bound again."""
+        if self.device == "cpu":
+            return self._run(input_ids, cache, visual_rows, gain, attention)
         state = self._per_thread
         if not hasattr(state, "binding"):
             state.binding, state.bound = self.session.io_binding(), {}
@@ -155,27 +171,52 @@ class OnnxDecoder:
         # keep what is bound alive and recognisable (bind_cpu_input does not copy)
         state.bound = {"visual": visual_rows, "gain": gain}
         binding.clear_binding_outputs()  # a bound output would be reused as a buffer of the old shape
-        for name in self._output_names():
+        names = self._output_names(attention)
+        for name in names:
             binding.bind_output(name, self.device if name.startswith("present") else "cpu")
         self.session.run_with_iobinding(binding)
-        outputs = binding.get_outputs()
+        return self._unpack(binding.get_outputs(), attention, lambda value: value.numpy())
+
+    def _run(self, input_ids, cache, visual_rows, gain, attention):
+        """One decoder run on the CPU with numpy feeds (session.run is thread-safe)."""
+        feed = {"input_ids": np.ascontiguousarray(input_ids, dtype=np.int64)}
+        if self.layered:
+            for layer in range(self.n_layers):
+                feed[f"past_k_{layer}"], feed[f"past_v_{layer}"] = cache[0][layer], cache[1][layer]
+                feed[f"cross_k_{layer}"], feed[f"cross_v_{layer}"] = visual_rows[0][layer], visual_rows[1][layer]
+                feed[f"visual_gain_{layer}"] = gain[layer]
+        else:
+            feed.update(past_k=cache[0], past_v=cache[1], cross_k=visual_rows[0], cross_v=visual_rows[1],
+                        visual_gain=gain)
+        return self._unpack(self.session.run(self._output_names(attention), feed), attention, lambda value: value)
+
+    def _unpack(self, outputs, attention, host):
+        """(logits, cache, attention) from the outputs named by _output_names(attention)."""
         if self.layered:
             n = self.n_layers
             cache = (outputs[1:1 + n], outputs[1 + n:1 + 2 * n])
-            attention = np.stack([a.numpy() for a in outputs[1 + 2 * n:1 + 3 * n]])
-            return outputs[0].numpy(), cache, attention
-        logits, present_k, present_v, attention = outputs
-        return logits.numpy(), (present_k, present_v), attention.numpy()
+            seen = [host(a) for a in outputs[1 + 2 * n:]]
+            if attention == "all":
+                return host(outputs[0]), cache, np.stack(seen)
+            return host(outputs[0]), cache, seen[0] if seen else None
+        logits, present_k, present_v, *seen = outputs
+        if attention is None:
+            return host(logits), (present_k, present_v), None
+        stacked = host(seen[0])
+        return host(logits), (present_k, present_v), stacked if attention == "all" else stacked[attention]
 
-    def _output_names(self) -> list[str]:
-        if not hasattr(self, "_outputs"):
+    def _output_names(self, attention="all") -> list[str]:
+        key = attention if attention is None or attention == "all" else int(attention) % self.n_layers
+        if key not in self._outputs:
             if self.layered:
-                self._outputs = ["logits", *(f"{kind}_{layer}" for kind in ("present_k", "present_v",
-                                                                            "visual_attention")
-                                             for layer in range(self.n_layers))]
+                layers = [] if key is None else range(self.n_layers) if key == "all" else [key]
+                self._outputs[key] = ["logits", *(f"{kind}_{layer}" for kind in ("present_k", "present_v")
+                                                  for layer in range(self.n_layers)),
+                                      *(f"visual_attention_{layer}" for layer in layers)]
             else:
-                self._outputs = ["logits", "present_k", "present_v", "visual_attention"]
-        return self._outputs
+                self._outputs[key] = ["logits", "present_k", "present_v"] + ([] if key is None else
+                                                                             ["visual_attention"])
+        return self._outputs[key]
 
     def reorder_cache(self, cache, index):
         """Rows `index` of the cache (beam reordering, finished rows dropped, a first step copied)."""
@@ -183,11 +224,16 @@ class OnnxDecoder:
             return cache
         axis = 0 if self.layered else 1
         if self.layered:
-            return tuple([self._value(np.take(c.numpy(), index, axis=axis)) for c in part] for part in cache)
-        return tuple(self._value(np.take(c.numpy(), index, axis=axis)) for c in cache)
+            return tuple([self._value(np.take(_host(c), index, axis=axis)) for c in part] for part in cache)
+        return tuple(self._value(np.take(_host(c), index, axis=axis)) for c in cache)
 
     def _rows(self, cache) -> int:
-        return cache[0][0].shape()[0] if self.layered else cache[0].shape()[1]
+        return _host(cache[0][0]).shape[0] if self.layered else _host(cache[0]).shape[1]
+
+
+def _host(value) -> np.ndarray:
+    """A numpy view of a cache tensor (numpy already, or an OrtValue)."""
+    return value if isinstance(value, np.ndarray) else value.numpy()
 
 
 class OnnxCaptioner:

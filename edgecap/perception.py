@@ -8,6 +8,7 @@ second backbone.
 """
 from __future__ import annotations
 
+import functools
 import io
 import time
 from dataclasses import dataclass
@@ -72,26 +73,41 @@ class FaceSettings:
 
 
 # --- geometry ------------------------------------------------------------------------
-def letterbox(bgr: np.ndarray, size: int) -> tuple[np.ndarray, float]:
-    """Shrink into a size x size grey canvas at the top left, keeping the aspect; (NCHW float32, scale)."""
+def letterbox(bgr: np.ndarray, size: int, from_rgb: bool = False) -> tuple[np.ndarray, float]:
+    """Shrink into a size x size grey canvas at the top left, keeping the aspect; (NCHW float32 BGR, scale).
+
+    from_rgb: the frame is RGB; its channels are swapped after shrinking, which gives the same
+    numbers as shrinking the BGR frame (a resize treats each channel alike) for less copying."""
     h, w = bgr.shape[:2]
     scale = min(size / h, size / w)
     nh, nw = max(1, int(h * scale)), max(1, int(w * scale))
-    canvas = np.full((size, size, 3), LETTERBOX_GREY, dtype=np.uint8)
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    canvas[:nh, :nw] = cv2.resize(bgr, (nw, nh), interpolation=interp)
-    return np.ascontiguousarray(canvas.transpose(2, 0, 1)[None], dtype=np.float32), scale
+    small = cv2.resize(bgr, (nw, nh), interpolation=interp)
+    return _planes(small, (size, size), LETTERBOX_GREY, from_rgb), scale
 
 
+def _planes(image: np.ndarray, size_hw: tuple[int, int], fill: int, swap: bool) -> np.ndarray:
+    """(1, 3, H, W) float32 canvas of `fill` with the HWC uint8 image at its top left, channels reversed if swap."""
+    canvas = np.full((1, 3, *size_hw), fill, dtype=np.float32)
+    planes = image.transpose(2, 0, 1)
+    canvas[0, :, :image.shape[0], :image.shape[1]] = planes[::-1] if swap else planes
+    return canvas
+
+
+@functools.lru_cache(maxsize=32)
 def grid_points(size_hw: tuple[int, int], strides: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Anchor-point centres (N, 2) in grid units and their strides (N,), row-major per stride."""
+    """Anchor-point centres (N, 2) in grid units and their strides (N,), row-major per stride (read-only:
+    one copy per input size is kept)."""
     points, point_strides = [], []
     for s in strides:
         gh, gw = -(-size_hw[0] // s), -(-size_hw[1] // s)
         ys, xs = np.mgrid[0:gh, 0:gw]
         points.append(np.stack([xs.ravel(), ys.ravel()], axis=1))
         point_strides.append(np.full(gh * gw, s))
-    return np.concatenate(points).astype(np.float32), np.concatenate(point_strides).astype(np.float32)
+    points_a, strides_a = np.concatenate(points).astype(np.float32), np.concatenate(point_strides).astype(np.float32)
+    points_a.setflags(write=False)
+    strides_a.setflags(write=False)
+    return points_a, strides_a
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
@@ -135,7 +151,7 @@ def inside(unit: np.ndarray) -> np.ndarray:
 # --- detectors -----------------------------------------------------------------------
 def decode_yolox(raw: np.ndarray, settings: DetectorSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(N, 5 + C) raw rows -> boxes (M, 4) in model pixels, scores (M,), classes (M,) after per-class NMS."""
-    points, strides = grid_points((settings.input_size, settings.input_size), settings.strides)
+    points, strides = grid_points((settings.input_size, settings.input_size), tuple(settings.strides))
     if raw.shape[0] != points.shape[0]:
         raise BundleError(f"detector gives {raw.shape[0]} anchor points, expected {points.shape[0]} "
                           f"at input {settings.input_size}")
@@ -162,7 +178,7 @@ def decode_yunet(outputs: dict[str, np.ndarray], size_hw: tuple[int, int], setti
         keep = np.nonzero(score >= settings.score_floor)[0]
         if keep.size == 0:
             continue
-        points, _ = grid_points(size_hw, (s,))
+        points, _ = grid_points(tuple(size_hw), (s,))
         reg = outputs[f"bbox_{s}"].reshape(-1, 4)[keep]
         centre = (points[keep] + reg[:, :2]) * s
         half = np.exp(reg[:, 2:4]) * s / 2
@@ -270,32 +286,31 @@ class Perceiver:
     def perceive(self, rgb: np.ndarray, pooled: np.ndarray | None = None) -> Perception:
         """Objects, faces and (given the encoder's pooled vector) ImageNet labels for one RGB uint8 frame."""
         start = time.perf_counter()
-        bgr = np.ascontiguousarray(as_rgb(rgb)[:, :, ::-1])  # both detectors were trained on BGR frames
-        objects = self.detect_objects(bgr)
+        rgb = as_rgb(rgb)  # both detectors were trained on BGR frames: channels are swapped once shrunk
+        objects = self.detect_objects(rgb, from_rgb=True)
         # Faces only count people; where the detector sees no person at all, looking for them
         # costs time and can only add false faces (textures, noise).
-        faces = self.detect_faces(bgr) if any(d.name == "person" for d in objects) else ()
+        faces = self.detect_faces(rgb, from_rgb=True) if any(d.name == "person" for d in objects) else ()
         labels = self.head.labels(pooled) if pooled is not None else ()
         return Perception(objects=objects, faces=faces, labels=labels, ms=(time.perf_counter() - start) * 1000)
 
-    def detect_objects(self, bgr: np.ndarray) -> tuple[Detection, ...]:
+    def detect_objects(self, bgr: np.ndarray, from_rgb: bool = False) -> tuple[Detection, ...]:
         s = self.detector_settings
-        pixels, scale = letterbox(bgr, s.input_size)
+        pixels, scale = letterbox(bgr, s.input_size, from_rgb)
         raw = self.detector.run(None, {self._detector_input: pixels})[0][0]
         boxes, scores, classes = decode_yolox(raw, s)
         unit = to_unit_boxes(boxes, scale, bgr.shape[0], bgr.shape[1])
         return tuple(Detection(self.classes[c], float(p), tuple(float(v) for v in b))  # type: ignore[arg-type]
                      for b, p, c, ok in zip(unit, scores, classes, inside(unit)) if ok)
 
-    def detect_faces(self, bgr: np.ndarray) -> tuple[Detection, ...]:
+    def detect_faces(self, bgr: np.ndarray, from_rgb: bool = False) -> tuple[Detection, ...]:
         s = self.face_settings
         h, w = bgr.shape[:2]
         scale = min(1.0, s.long_side / max(h, w))
         nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
         ph, pw = -(-nh // 32) * 32, -(-nw // 32) * 32
-        canvas = np.zeros((ph, pw, 3), dtype=np.uint8)
-        canvas[:nh, :nw] = cv2.resize(bgr, (nw, nh), interpolation=cv2.INTER_AREA) if scale < 1 else bgr
-        pixels = np.ascontiguousarray(canvas.transpose(2, 0, 1)[None], dtype=np.float32)
+        small = cv2.resize(bgr, (nw, nh), interpolation=cv2.INTER_AREA) if scale < 1 else bgr
+        pixels = _planes(small, (ph, pw), 0, from_rgb)
         outputs = dict(zip(self._face_outputs, self.faces.run(self._face_outputs, {self._face_input: pixels})))
         boxes, scores = decode_yunet(outputs, (ph, pw), s)
         unit = to_unit_boxes(boxes, nw / w, h, w)

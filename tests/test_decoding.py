@@ -84,3 +84,31 @@ def test_banned_ngrams():
     assert _banned_ngram_tokens([5, 6], 3) == []
     assert sorted(_banned_ngram_tokens([1, 2, 1, 3, 1], 2)) == [2, 3]
     assert np.isfinite(DecodingOptions().length_penalty)
+
+
+def test_sampling_shared_rows_draws_as_one_row_each():
+    """Rows that share a distribution (same words so far) are sampled from it once, yet every row
+    keeps its own draw, in order: the tokens equal sampling each row separately."""
+    from edgecap.decoding import _log_softmax, _sample
+
+    rng = np.random.default_rng(5)
+    logprobs = _log_softmax(rng.standard_normal((3, 500)).astype(np.float32) * 3)
+    rows = np.array([0, 2, 0, 0, 1, 2])
+    temps = np.array([0.7, 0.7, 0.7, 1.3, 0.7, 0.7])
+    for top_p in (1.0, 0.9):
+        shared = _sample(logprobs, rows, temps, top_p, np.random.default_rng(9))
+        draws = np.random.default_rng(9).random(len(rows))
+        alone = []
+        for row, t, u in zip(rows, temps, draws):
+            scaled = logprobs[row] / t
+            p = np.exp(scaled - scaled.max())
+            p /= p.sum()
+            if top_p < 1:
+                order = np.argsort(-p)
+                keep = np.zeros(len(p), bool)
+                keep[order] = np.cumsum(p[order]) - p[order] < top_p
+                p = np.where(keep, p, 0.0)
+                p /= p.sum()
+            cumulative = np.cumsum(p)
+            alone.append(min(int((cumulative < u * cumulative[-1]).sum()), len(p) - 1))
+        assert shared.tolist() == alone
