@@ -210,6 +210,7 @@ LEGIBLE = {
     "flickr8k_2839807428_efe42423f2.jpg": "flags and a banner: GYMNASION, DOG SHOW",
     "flickr8k_3330654550_3efe9a71af.jpg": "a cycling jersey: LIETUVA",
     "flickr8k_3532539748_795d16ef07.jpg": "a T-shirt: USA",
+    "flickr8k_210686241_b8e069fff3.jpg": "a White Sox shirt: CHICAGO",
 }
 def notext_photos(data: Path, n: int, seed: int = 0) -> list[Path]:
     rows = [json.loads(line) for line in open(data / "captioned" / "captions.jsonl", encoding="utf-8")]

@@ -29,6 +29,7 @@ MODEL_FILES = {"Det": "PP-OCRv6_det_small.onnx", "Cls": "ch_ppocr_mobile_v2.0_cl
 SCRIPTS = {"latin": ("LATIN",), "greek": ("GREEK",), "cyrillic": ("CYRILLIC",),
            "cjk": ("CJK", "HIRAGANA", "KATAKANA", "HANGUL")}
 SECOND_PASS_SCORE = 0.8  # lines this confident vote on which way up the photo is
+MAX_BLOCKS = 3  # regions per pass that may be cut into lines (the weakest first)
 MAX_ZOOM = 2.0  # a thumbnail enlarged further has no text the detector could find that a person could read
 LANG_SCRIPTS = {"el": "greek", "ru": "cyrillic", "uk": "cyrillic", "bg": "cyrillic", "sr": "cyrillic",
                 "zh": "cjk", "ja": "cjk", "ko": "cjk"}  # any other code: Latin
@@ -351,7 +352,7 @@ class TextReader:
         flipped = ["180" in label and conf > engine.cfg.Cls.cls_thresh for label, conf in cls.cls_res]
         self._second_look(upright, texts, scores, flipped)
         self._rescue(upright, texts, scores, flipped)
-        bands = self._split_blocks(upright, texts, scores)
+        bands = self._split_blocks(upright, texts, scores, h * w)
         boxes = map_boxes_to_original(det.boxes, record, h, w)
         lines = []
         for i, (box, text, score, turned, flip) in enumerate(zip(boxes, texts, scores, sideways, flipped)):
@@ -367,14 +368,19 @@ class TextReader:
                                       angle))
         return lines, len(crops)
 
-    def _split_blocks(self, crops: list, texts: list, scores: list) -> dict[int, tuple]:
+    def _split_blocks(self, crops: list, texts: list, scores: list, image_area: int) -> dict[int, tuple]:
         """Regions that hold several lines (small blurred text on a plate is found as one block)
         are cut into their lines and each line read: {region: ([(text, score, r0, r1)], turned)},
         r0-r1 the line's share of the upright crop's height, turned when the lines read better
         the other way up; kept when the lines say more than the block did."""
         if not self.options.split_blocks:
             return {}
-        cuts = {i: line_bands(crop) for i, crop in enumerate(crops)}
+        # A block is weak or not much wider than tall, and small in the photo (a big region is
+        # rarely a plate of text, and reading its slices both ways costs seconds).
+        blocks = [i for i, crop in enumerate(crops) if (scores[i] < self.options.rescue_score or
+                                                          crop.shape[1] < 3 * crop.shape[0])
+                  and crop.shape[0] * crop.shape[1] <= 0.25 * image_area]
+        cuts = {i: line_bands(crops[i]) for i in sorted(blocks, key=lambda i: scores[i])[:MAX_BLOCKS]}
         cuts = {i: bands for i, bands in cuts.items() if len(bands) >= 2}
         if not cuts:
             return {}

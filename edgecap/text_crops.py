@@ -65,7 +65,11 @@ def line_bands(crop: np.ndarray) -> list[tuple[float, float]]:
             merged[-1][1] = run[1]
         else:
             merged.append(run)
-    if not 2 <= len(merged) <= 6:
+    if len(merged) > 6:
+        return []
+    median = float(np.median([y1 - y0 for y0, y1 in merged]))
+    merged = [(y0, y1) for y0, y1 in merged if y1 - y0 <= 2 * median]  # lines of a block are alike
+    if len(merged) < 2:
         return []
     bands = []
     for y0, y1 in merged:
