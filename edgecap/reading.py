@@ -354,7 +354,7 @@ class TextReader:
         self._rescue(upright, texts, scores, flipped)
         bands = self._split_blocks(upright, texts, scores, h * w)
         boxes = map_boxes_to_original(det.boxes, record, h, w)
-        lines = []
+        lines, cut_from = [], []
         for i, (box, text, score, turned, flip) in enumerate(zip(boxes, texts, scores, sideways, flipped)):
             # rapidocr turns tall crops a quarter counter-clockwise: the image text ran top to bottom.
             angle = ((270 if turned else 0) + (180 if flip else 0)) % 360
@@ -366,7 +366,11 @@ class TextReader:
                 corners = band_box(np.asarray(box, np.float64), r0, r1, turned, flip)
                 lines.append(TextLine(part.strip(), part_score, tuple((float(x) / w, float(y) / h) for x, y in corners),
                                       angle))
-        return lines, len(crops)
+                cut_from.append(i if i in bands else -1)
+        # A line cut from a block that the detector also found on its own is said once.
+        keep = [k for k, line in enumerate(lines) if cut_from[k] < 0 or not any(
+            cut_from[j] != cut_from[k] and _covers(other, line) for j, other in enumerate(lines))]
+        return [lines[k] for k in keep], len(crops)
 
     def _split_blocks(self, crops: list, texts: list, scores: list, image_area: int) -> dict[int, tuple]:
         """Regions that hold several lines (small blurred text on a plate is found as one block)
@@ -468,6 +472,15 @@ def tidy(lines: list[TextLine], regions: int, width: int, height: int, options: 
 def _says(lines: list[TextLine], floor: float) -> int:
     """Letters and digits in the lines read at least this confidently."""
     return sum(sum(ch.isalnum() for ch in line.text) for line in lines if line.score >= floor)
+
+
+def _covers(a: TextLine, b: TextLine) -> bool:
+    """Line a's box holds most of line b's (axis-aligned boxes)."""
+    pa, pb = np.array(a.box), np.array(b.box)
+    (ax0, ay0), (ax1, ay1) = pa.min(0), pa.max(0)
+    (bx0, by0), (bx1, by1) = pb.min(0), pb.max(0)
+    inter = max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
+    return inter > 0.5 * max((bx1 - bx0) * (by1 - by0), 1e-9)
 
 
 def _tall(box: np.ndarray) -> bool:
