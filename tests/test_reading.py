@@ -216,7 +216,7 @@ SMALL = ["PLATFORM", "hotel", "you Park"]
 def test_small_blurred_lines_found_as_one_block_are_read_line_by_line(reader, photos, turn):
     reading = reader.read(plate(photos[3], SMALL, turn=turn))
     assert [line.text for line in reading.lines] == SMALL
-    assert reading.regions == 1  # one region, cut into its three lines
+    assert reading.regions < len(SMALL)  # the detector's block was cut into its lines, said once each
     tops = [min(y for _, y in line.box) for line in reading.lines]
     assert (tops == sorted(tops)) == (turn is None)  # upside down, the first line is the lowest in the photo
 
