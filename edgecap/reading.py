@@ -54,7 +54,9 @@ class ReadOptions:
     det_thresh: float = 0.3
     det_box_thresh: float = 0.5
     det_unclip: float = 1.6
-    det_clahe: bool = False  # nothing confident found: the detector looks again at an equalised copy
+    # Nothing confident found: the detector looks again at an equalised copy. Off: it found 2 more
+    # words of 142 but read "406" and "inek" on val photos without text (docs/reading.md).
+    det_clahe: bool = False
     # Lines read with less confidence than this are read again from other views of the same
     # crop (turned 180 degrees, contrast stretched, sharpened); the most confident reading wins.
     rescue_score: float = 0.95
