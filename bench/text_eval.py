@@ -8,9 +8,13 @@ Two sets, both built here at run time (nothing is stored in the repo):
 * synthetic: words rendered with OpenCV's Hershey fonts (and DejaVu through Pillow when the
   system has it) onto real photos from <data>/unlabeled, 640x480, in 1-3 lines; cap height
   12-56 px, turned 0/90/180 degrees, some blurred, some low-contrast, some in perspective,
-  JPEG-compressed. Score: share of the rendered words found in what was read.
+  JPEG-compressed. Score: share of the rendered words found in what was read, counted twice:
+  over every rendered word, and over the legible ones only (a word drawn where the photo
+  beneath is as bright as its letters -- pale text over a window -- cannot be read by anyone).
 * no-text photos: val photos of <data>/captioned whose five captions mention no writing
   (sign, text, number, ...). Score: share of photos for which anything at all is read.
+* quoted photos: photos of <data>/captioned whose captions quote their writing (a sign that
+  says " no diving "). Score: share of the quoted words read (rough: captions paraphrase).
 
 The models run once per image (raw lines cached in --cache); the filter settings are then swept
 over the cached lines, so the curves cost nothing extra. Timings are wall-clock medians on
@@ -63,8 +67,10 @@ def _phrase(rng: random.Random) -> list[str]:
     return words
 
 
-def _draw_line(canvas: np.ndarray, text: str, x: int, y: int, cap: int, colour, font, rng) -> int:
-    """Draws text with its baseline at y and capital letters `cap` px tall; returns its width."""
+def _draw_line(canvas: np.ndarray, text: str, x: int, y: int, cap: int, colour, font, rng,
+               mask: np.ndarray | None = None) -> int:
+    """Draws text with its baseline at y and capital letters `cap` px tall; returns its width.
+    With `mask` (one channel), the same glyphs are drawn there too, in 255."""
     if isinstance(font, str):
         from PIL import Image, ImageDraw, ImageFont
 
@@ -74,12 +80,49 @@ def _draw_line(canvas: np.ndarray, text: str, x: int, y: int, cap: int, colour, 
         img = Image.fromarray(canvas)
         ImageDraw.Draw(img).text((x, y), text, font=face, fill=tuple(int(c) for c in colour), anchor="ls")
         canvas[:] = np.asarray(img)
+        if mask is not None:
+            img = Image.fromarray(mask)
+            ImageDraw.Draw(img).text((x, y), text, font=face, fill=255, anchor="ls")
+            mask[:] = np.asarray(img)
         return int(face.getlength(text))
     (w1, h1), _ = cv2.getTextSize("H", font, 1.0, 1)
     scale = cap / h1
     thick = max(1, round(cap / 10)) + rng.randint(0, 1)
     cv2.putText(canvas, text, (x, y), font, scale, tuple(int(c) for c in colour), thick, cv2.LINE_AA)
+    if mask is not None:
+        cv2.putText(mask, text, (x, y), font, scale, 255, thick, cv2.LINE_AA)
     return cv2.getTextSize(text, font, scale, thick)[0][0]
+
+
+def _width(text: str, cap: int, font) -> int:
+    """The drawn width of text, without drawing (and without touching the random stream)."""
+    if isinstance(font, str):
+        from PIL import ImageFont
+
+        face = ImageFont.truetype(font, size=64)
+        face = ImageFont.truetype(font, size=max(6, round(64 * cap / (face.getbbox("H")[3] - face.getbbox("H")[1]))))
+        return int(face.getlength(text))
+    (_, h1), _ = cv2.getTextSize("H", font, 1.0, 1)
+    return cv2.getTextSize(text, font, cap / h1, max(1, round(cap / 10)))[0][0]
+
+
+MIN_CONTRAST = 10  # grey levels between a glyph pixel and the photo beneath it: below this it is not seen
+MAX_HIDDEN = 0.2  # a word with more of its glyph pixels below MIN_CONTRAST than this is not legible
+
+
+def hidden_words(before: np.ndarray, mask: np.ndarray, grey: float, spans: list[tuple[str, int, int]]) -> list[str]:
+    """Words drawn where the photo beneath is about as bright as the letters (pale text over a
+    window, dark text over a shadow): a person could not read them either."""
+    lum = cv2.cvtColor(before, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    out = []
+    for word, x0, x1 in spans:
+        glyph = mask[:, max(0, x0):x1] > 128
+        if not glyph.any():
+            continue
+        low = np.abs(lum[:, max(0, x0):x1][glyph] - grey) < MIN_CONTRAST
+        if low.mean() > MAX_HIDDEN:
+            out.append(word)
+    return out
 
 
 def render(rng: random.Random, backgrounds: list[str]) -> tuple[np.ndarray, list[str], dict]:
@@ -111,8 +154,17 @@ def render(rng: random.Random, backgrounds: list[str]) -> tuple[np.ndarray, list
     delta = rng.uniform(35, 55) if meta["low_contrast"] else rng.uniform(140, 230)
     grey = np.clip(local - delta if dark else local + delta, 0, 255)
     colour = (grey, grey, grey)
+    before = canvas.copy()
+    hidden = []
     for i, text in enumerate(lines):
-        _draw_line(canvas, text, x0, y0 + i * step, cap, colour, font, rng)
+        mask = np.zeros(canvas.shape[:2], np.uint8)
+        _draw_line(canvas, text, x0, y0 + i * step, cap, colour, font, rng, mask)
+        spans, words = [], text.split()
+        for k, word in enumerate(words):
+            start = x0 + (_width(" ".join(words[:k]) + " ", cap, font) if k else 0)
+            spans.append((word, start, start + _width(word, cap, font)))
+        hidden += hidden_words(before, mask, float(grey), spans)
+    meta["illegible"] = hidden
     if meta["perspective"]:
         src = np.float32([[0, 0], [640, 0], [640, 480], [0, 480]])
         dst = src + np.float32([[rng.uniform(-40, 40), rng.uniform(-30, 30)] for _ in range(4)])
@@ -158,6 +210,7 @@ LEGIBLE = {
     "flickr8k_2839807428_efe42423f2.jpg": "flags and a banner: GYMNASION, DOG SHOW",
     "flickr8k_3330654550_3efe9a71af.jpg": "a cycling jersey: LIETUVA",
     "flickr8k_3532539748_795d16ef07.jpg": "a T-shirt: USA",
+    "flickr8k_210686241_b8e069fff3.jpg": "a White Sox shirt: CHICAGO",
 }
 def notext_photos(data: Path, n: int, seed: int = 0) -> list[Path]:
     rows = [json.loads(line) for line in open(data / "captioned" / "captions.jsonl", encoding="utf-8")]
@@ -166,6 +219,21 @@ def notext_photos(data: Path, n: int, seed: int = 0) -> list[Path]:
     rest = [r for r in clean if not r["source"].startswith("coco")]
     random.Random(seed).shuffle(rest)
     return [data / "captioned" / r["file"] for r in (coco + rest)[:n]]
+
+
+# Real photos whose captions quote the writing in them ('a sign that says " no diving "'): the
+# longest quote is the truth; caption writers paraphrase now and then, so this is a rough check.
+QUOTE = re.compile(r"""\b(?:says|reads|reading|words|phrase|sign)\s*,?\s*["'] ?([^"']{2,60}?) ?["']""", re.I)
+
+
+def quoted_photos(data: Path) -> list[tuple[Path, list[str]]]:
+    out = []
+    for line in open(data / "captioned" / "captions.jsonl", encoding="utf-8"):
+        row = json.loads(line)
+        quotes = [m.group(1) for c in row["captions"] for m in QUOTE.finditer(c)]
+        if quotes:
+            out.append((data / "captioned" / row["file"], words_of(max(quotes, key=len))))
+    return out
 
 
 # --- running the models once, with a cache ----------------------------------------------------
@@ -179,14 +247,21 @@ def _raw(reader: TextReader, rgb: np.ndarray) -> dict:
 
 def collect(args, part: str) -> list[dict]:
     """Raw lines for one set ("synthetic" or "photos"), read once and cached."""
-    n = args.synthetic if part == "synthetic" else args.photos
-    cache = Path(args.cache) / f"text_eval_{part}_det{args.det_side}_n{n}_seed{args.seed}.json"
+    n = {"synthetic": args.synthetic, "photos": args.photos}.get(part, 0)
+    tag = "".join(f"_{k}{v}" for k, v in sorted(args.reader_options.items()))
+    cache = Path(args.cache) / f"text_eval_{part}_det{args.det_side}{tag}_n{n}_seed{args.seed}.json"
     if cache.exists():
-        return json.loads(cache.read_text())
+        out = json.loads(cache.read_text())
+        if part == "synthetic" and any("illegible" not in rec["meta"] for rec in out):
+            rng = random.Random(args.seed)  # caches written before the legibility check: render again for it
+            backgrounds = sorted(glob.glob(str(args.data / "unlabeled" / "images" / "*.jpg")))
+            for rec in out:
+                rec["meta"] = render(rng, backgrounds)[2]
+        return out
     cache.parent.mkdir(parents=True, exist_ok=True)
     partial = cache.with_suffix(".partial.json")  # resumes an interrupted run
     out = json.loads(partial.read_text()) if partial.exists() else []
-    reader = TextReader(ReadOptions(det_side=args.det_side, threads=args.threads))
+    reader = TextReader(ReadOptions(det_side=args.det_side, threads=args.threads, **args.reader_options))
     reader.recognise(np.zeros((64, 64, 3), np.uint8))  # load the models before timing
     if part == "synthetic":
         rng = random.Random(args.seed)
@@ -194,6 +269,7 @@ def collect(args, part: str) -> list[dict]:
         for i in range(n):
             rgb, truth, meta = render(rng, backgrounds)  # rendered even when cached: keeps rng in step
             if i < len(out):
+                out[i]["meta"] = meta  # a partial cache may have been written before the legibility check
                 continue
             out.append({"truth": truth, "meta": meta, **_raw(reader, rgb)})
             if args.save_examples and i < 12:
@@ -201,6 +277,10 @@ def collect(args, part: str) -> list[dict]:
             if i % 10 == 9:
                 partial.write_text(json.dumps(out))
             print(f"\rsynthetic {i + 1}/{n}", end="", file=sys.stderr, flush=True)
+    elif part == "quoted":
+        for path, truth in quoted_photos(args.data):
+            rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+            out.append({"file": path.name, "truth": truth, **_raw(reader, rgb)})
     else:
         for i, path in enumerate(notext_photos(args.data, n, args.seed)):
             if i < len(out):
@@ -224,23 +304,41 @@ def score(runs: dict, options: ReadOptions) -> dict:
     buckets: dict[str, list[int]] = {}
     for rec in runs["synthetic"]:
         text = reading(rec).text
-        hits, total = word_hits(rec["truth"], text), len(rec["truth"])
         m = rec["meta"]
+        legible = list(rec["truth"])
+        for word in m.get("illegible", []):
+            legible.remove(word)
         keys = ["all", f"size{m['size']}", "size>=20" if m["size"] >= 20 else "size<20", f"rot{m['angle']}",
                 f"blur{m['blur']}", "low_contrast" if m["low_contrast"] else "contrast",
                 "perspective" if m["perspective"] else "flat", m["font"]]
         if m["size"] >= 20 and not m["low_contrast"]:
             keys.append("size>=20,contrast")
-        for k in keys:
-            b = buckets.setdefault(k, [0, 0])
-            b[0] += hits
-            b[1] += total
+        # Every bucket twice: all rendered words, and only the legible ones (see hidden_words).
+        for prefix, truth in (("", rec["truth"]), ("legible ", legible)):
+            hits = word_hits(truth, text)
+            for k in keys:
+                b = buckets.setdefault(prefix + k, [0, 0])
+                b[0] += hits
+                b[1] += len(truth)
     notext = [rec for rec in runs["photos"] if rec["file"] not in LEGIBLE]
     false = {rec["file"]: reading(rec).text for rec in notext if reading(rec)}
     true = {rec["file"]: reading(rec).text for rec in runs["photos"] if rec["file"] in LEGIBLE}
-    return {"acc": {k: h / max(t, 1) for k, (h, t) in buckets.items()},
+    quoted = {rec["file"]: (word_hits(rec["truth"], reading(rec).text), len(rec["truth"]), reading(rec).text)
+              for rec in runs.get("quoted", [])}
+    if quoted:
+        buckets["quoted photos"] = [sum(q[0] for q in quoted.values()), sum(q[1] for q in quoted.values())]
+    return {"acc": {k: h / max(t, 1) for k, (h, t) in buckets.items()}, "quoted": quoted,
             "words": {k: t for k, (_, t) in buckets.items()},
             "false_rate": len(false) / max(len(notext), 1), "false": false, "photos": len(notext), "legible": true}
+
+
+def _value(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
 
 
 def main() -> int:
@@ -256,19 +354,22 @@ def main() -> int:
     ap.add_argument("--max-false", type=float, default=0.02,
                     help="operating point: the best accuracy whose false-text rate is at most this")
     ap.add_argument("--slack", type=float, default=0.5, help="accuracy points given up for a stricter filter")
-    ap.add_argument("--only", choices=["synthetic", "photos"], help="just read (and cache) one set, e.g. to "
+    ap.add_argument("--only", choices=["synthetic", "photos", "quoted"], help="just read (and cache) one set, e.g. to "
                     "run the two sets in two processes")
+    ap.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                    help="another ReadOptions field for the reader (repeatable), e.g. --option rescue_score=0")
     args = ap.parse_args()
+    args.reader_options = {k: _value(v) for k, v in (o.split("=", 1) for o in args.option)}
     if args.only:
         collect(args, args.only)
         return 0
-    runs = {part: collect(args, part) for part in ("synthetic", "photos")}
+    runs = {part: collect(args, part) for part in ("synthetic", "photos", "quoted")}
 
     print(f"det_side {args.det_side}: {len(runs['synthetic'])} synthetic images "
           f"({sum(len(r['truth']) for r in runs['synthetic'])} words), {len(runs['photos'])} val photos whose captions "
           f"mention no writing, {len(LEGIBLE)} of them with legible text all the same (checked by eye)")
     print(f"{'min_score':>9} {'chars':>5} {'scripts':>7} | {'false%':>6} | {'acc>=20':>7} {'acc12':>6} {'acc16':>6} "
-          f"{'all':>6}")
+          f"{'all':>6} | legible: {'>=20':>5} {'12':>5}")
     table = []
     for scripts in (("latin",), tuple(SCRIPTS)):
         for chars in (1, 2, 3, 4):
@@ -280,7 +381,8 @@ def main() -> int:
                 print(f"{min_score:9.2f} {chars:5d} {'latin' if len(scripts) == 1 else 'any':>7} | "
                       f"{100 * s['false_rate']:6.1f} | {100 * a.get('size>=20', 0):7.1f} "
                       f"{100 * a.get('size12', 0):6.1f} "
-                      f"{100 * a.get('size16', 0):6.1f} {100 * a['all']:6.1f}")
+                      f"{100 * a.get('size16', 0):6.1f} {100 * a['all']:6.1f} | {'':9}"
+                      f"{100 * a.get('legible size>=20', 0):5.1f} {100 * a.get('legible size12', 0):5.1f}")
     # Among settings with false text <= max_false and accuracy within --slack of the best such (one
     # word either way is noise): the least false text, then the highest score threshold, then
     # the fewest characters (short lines such as "NO" or a bus number are worth keeping).
@@ -301,8 +403,14 @@ def main() -> int:
     current = score(runs, ReadOptions())
     print(f"shipped defaults ({ReadOptions().min_score}, {ReadOptions().min_chars}): acc>=20 "
           f"{100 * current['acc'].get('size>=20', 0):.1f}% acc12 {100 * current['acc'].get('size12', 0):.1f}% "
-          f"false {100 * current['false_rate']:.1f}% {current['false']}")
+          f"false {100 * current['false_rate']:.1f}% {current['false']}; legible words only: acc>=20 "
+          f"{100 * current['acc'].get('legible size>=20', 0):.1f}% acc12 {100 * current['acc'].get('legible size12', 0):.1f}%")
     print(f"  photos with legible text: {current['legible']}")
+    q = current["quoted"]
+    print(f"  real photos whose captions quote their text ({len(q)}): "
+          f"{100 * current['acc'].get('quoted photos', 0):.1f}% of {sum(v[1] for v in q.values())} quoted words read")
+    for name, (hits, total, text) in sorted(q.items()):
+        print(f"    {hits}/{total} {name}: {text!r}")
 
     def med(rows, key):
         return float(np.median([r[key] for r in rows])) if rows else float("nan")

@@ -18,6 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edgecap.text_crops import CROP_VIEWS, band_box, equalised_copy, line_bands
+
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 log = logging.getLogger("edgecap")
 
@@ -27,6 +29,7 @@ MODEL_FILES = {"Det": "PP-OCRv6_det_small.onnx", "Cls": "ch_ppocr_mobile_v2.0_cl
 SCRIPTS = {"latin": ("LATIN",), "greek": ("GREEK",), "cyrillic": ("CYRILLIC",),
            "cjk": ("CJK", "HIRAGANA", "KATAKANA", "HANGUL")}
 SECOND_PASS_SCORE = 0.8  # lines this confident vote on which way up the photo is
+MAX_BLOCKS = 3  # regions per pass that may be cut into lines (the weakest first)
 MAX_ZOOM = 2.0  # a thumbnail enlarged further has no text the detector could find that a person could read
 LANG_SCRIPTS = {"el": "greek", "ru": "cyrillic", "uk": "cyrillic", "bg": "cyrillic", "sr": "cyrillic",
                 "zh": "cjk", "ja": "cjk", "ko": "cjk"}  # any other code: Latin
@@ -47,12 +50,27 @@ class ReadOptions:
     # Detector input: the longest side is scaled to this many pixels (upscaling small photos
     # finds 12 px text; downscaling big ones keeps the cost flat), enlarging at most MAX_ZOOM times.
     det_side: int = 960
+    # The detector's own thresholds (rapidocr's defaults: 0.3, 0.5, 1.6).
+    det_thresh: float = 0.3
+    det_box_thresh: float = 0.5
+    det_unclip: float = 1.6
+    # Nothing confident found: the detector looks again at an equalised copy. Off: it found 2 more
+    # words of 142 but read "406" and "inek" on val photos without text (docs/reading.md).
+    det_clahe: bool = False
+    # Lines read with less confidence than this are read again from other views of the same
+    # crop (turned 180 degrees, contrast stretched, sharpened); the most confident reading wins.
+    rescue_score: float = 0.95
+    rescue_views: str = "flip,stretch,sharpen"
+    split_blocks: bool = True  # regions holding several lines are cut into lines and read again
     threads: int | None = None
 
     def __post_init__(self):
         unknown = [s for s in self.scripts if s not in SCRIPTS]
         if unknown:
             raise ValueError(f"unknown script {unknown[0]!r} (choose from {', '.join(SCRIPTS)})")
+        views = [v for v in self.rescue_views.split(",") if v not in CROP_VIEWS]
+        if views:
+            raise ValueError(f"unknown view {views[0]!r} (choose from {', '.join(CROP_VIEWS)})")
 
 
 def scripts_for(langs: list[str] | None) -> tuple[str, ...]:
@@ -273,6 +291,8 @@ class TextReader:
         threads = options.threads or -1
         params = {"Global.log_level": "error", "Global.model_root_dir": str(folder), "Global.text_score": 0.0,
                   "Det.limit_type": "max", "Det.limit_side_len": options.det_side,
+                  "Det.thresh": options.det_thresh, "Det.box_thresh": options.det_box_thresh,
+                  "Det.unclip_ratio": options.det_unclip,
                   "Global.max_side_len": max(2000, options.det_side),
                   "EngineConfig.onnxruntime.intra_op_num_threads": threads}
         params.update({f"{task}.model_path": str(folder / name) for task, name in MODEL_FILES.items()})
@@ -294,6 +314,12 @@ class TextReader:
         When most of the confident text lies sideways or upside down, the photo is turned that
         way up and read again (short words in a turned photo are otherwise read sideways)."""
         lines, regions = self._one_pass(rgb)
+        equalise = False
+        if self.options.det_clahe and not _says(lines, self.options.min_score):
+            # Nothing confident: the detector looks again at an equalised copy (faint text).
+            again, found = self._one_pass(rgb, equalise=True)
+            if _says(again, self.options.min_score):
+                lines, regions, equalise = again, found, True
         votes: dict[int, int] = {}
         for line in lines:
             if line.score >= SECOND_PASS_SCORE:
@@ -302,14 +328,14 @@ class TextReader:
         if turn == 0:
             return lines, regions
         turned = np.ascontiguousarray(np.rot90(rgb, k=-turn // 90))  # k < 0: clockwise
-        again, regions = self._one_pass(turned)
+        again, regions = self._one_pass(turned, equalise)
         th, tw = turned.shape[:2]
         back, size = (360 - turn) % 360, [rgb.shape[1], rgb.shape[0]]
         return [TextLine(ln.text, ln.score,
                          tuple(map(tuple, _upright(np.array(ln.box) * [tw, th], back, tw, th) / size)),
                          (ln.angle + turn) % 360) for ln in again], regions
 
-    def _one_pass(self, rgb: np.ndarray) -> tuple[list[TextLine], int]:
+    def _one_pass(self, rgb: np.ndarray, equalise: bool = False) -> tuple[list[TextLine], int]:
         from rapidocr.main import RapidOCRError
         from rapidocr.utils.process_img import map_boxes_to_original
 
@@ -318,7 +344,7 @@ class TextReader:
         engine = self._engine
         img, record = engine.preprocess_img(bgr)
         try:
-            crops, det = engine.detect_and_crop(img, record)
+            crops, det = self._detect_and_crop(img, record, equalise)
         except RapidOCRError:  # rapidocr's way of saying "no text region": recognition never runs
             return [], 0
         sideways = [_tall(box) for box in det.boxes]
@@ -327,13 +353,95 @@ class TextReader:
         texts, scores = list(rec.txts), [float(x) for x in rec.scores]
         flipped = ["180" in label and conf > engine.cfg.Cls.cls_thresh for label, conf in cls.cls_res]
         self._second_look(upright, texts, scores, flipped)
+        self._rescue(upright, texts, scores, flipped)
+        bands = self._split_blocks(upright, texts, scores, h * w)
         boxes = map_boxes_to_original(det.boxes, record, h, w)
-        lines = []
-        for box, text, score, turned, flip in zip(boxes, texts, scores, sideways, flipped):
+        lines, cut_from = [], []
+        for i, (box, text, score, turned, flip) in enumerate(zip(boxes, texts, scores, sideways, flipped)):
             # rapidocr turns tall crops a quarter counter-clockwise: the image text ran top to bottom.
             angle = ((270 if turned else 0) + (180 if flip else 0)) % 360
-            lines.append(TextLine(text.strip(), score, tuple((float(x) / w, float(y) / h) for x, y in box), angle))
-        return lines, len(crops)
+            parts, turned_again = bands.get(i, ([(text, score, 0.0, 1.0)], False))
+            if turned_again:
+                flip = not flip
+                angle = (angle + 180) % 360
+            for part, part_score, r0, r1 in parts:
+                corners = band_box(np.asarray(box, np.float64), r0, r1, turned, flip)
+                lines.append(TextLine(part.strip(), part_score, tuple((float(x) / w, float(y) / h) for x, y in corners),
+                                      angle))
+                cut_from.append(i if i in bands else -1)
+        # A line cut from a block that the detector also found on its own is said once.
+        keep = [k for k, line in enumerate(lines) if cut_from[k] < 0 or not any(
+            cut_from[j] != cut_from[k] and _covers(other, line) for j, other in enumerate(lines))]
+        return [lines[k] for k in keep], len(crops)
+
+    def _split_blocks(self, crops: list, texts: list, scores: list, image_area: int) -> dict[int, tuple]:
+        """Regions that hold several lines (small blurred text on a plate is found as one block)
+        are cut into their lines and each line read: {region: ([(text, score, r0, r1)], turned)},
+        r0-r1 the line's share of the upright crop's height, turned when the lines read better
+        the other way up; kept when the lines say more than the block did."""
+        if not self.options.split_blocks:
+            return {}
+        # A block is weak or not much wider than tall, and small in the photo (a big region is
+        # rarely a plate of text, and reading its slices both ways costs seconds).
+        blocks = [i for i, crop in enumerate(crops) if (scores[i] < self.options.rescue_score or
+                                                          crop.shape[1] < 3 * crop.shape[0])
+                  and crop.shape[0] * crop.shape[1] <= 0.25 * image_area]
+        cuts = {i: line_bands(crops[i]) for i in sorted(blocks, key=lambda i: scores[i])[:MAX_BLOCKS]}
+        cuts = {i: bands for i, bands in cuts.items() if len(bands) >= 2}
+        if not cuts:
+            return {}
+        jobs = []  # each line both ways up: a block's orientation is the classifier's weakest guess
+        for i, bands in cuts.items():
+            for r0, r1 in bands:
+                piece = crops[i][round(r0 * crops[i].shape[0]):round(r1 * crops[i].shape[0])]
+                jobs += [(i, False, r0, r1, np.ascontiguousarray(piece)),
+                         (i, True, 1 - r1, 1 - r0, np.ascontiguousarray(np.rot90(piece, 2)))]
+        read = self._engine.recognize_txt([job[4] for job in jobs])
+        ways: dict[tuple, list] = {}
+        for (i, turned, r0, r1, _), text, score in zip(jobs, read.txts, read.scores):
+            ways.setdefault((i, turned), []).append((text, float(score), r0, r1))
+        floor = self.options.min_score  # the reading that says more confident letters wins
+
+        def says(parts):
+            return sum(len(text.strip()) for text, score, *_ in parts if score >= floor)
+
+        out = {}
+        for i in cuts:
+            turned = says(ways[i, True]) > says(ways[i, False])
+            parts = ways[i, turned]
+            if says(parts) > says([(texts[i], scores[i])]):
+                out[i] = (sorted(parts, key=lambda p: p[2]), turned)
+        return out
+
+    def _detect_and_crop(self, img: np.ndarray, record: dict, equalise: bool = False) -> tuple[list, object]:
+        """rapidocr's detect_and_crop; with `equalise` the detector sees an equalised copy, the
+        recogniser still gets crops of the photo itself."""
+        if not equalise:
+            return self._engine.detect_and_crop(img, record)
+        from rapidocr.main import RapidOCRError
+        from rapidocr.utils.process_img import apply_vertical_padding
+
+        engine = self._engine
+        img, record = apply_vertical_padding(img, record, engine.width_height_ratio, engine.min_height)
+        det = engine._load_det_model()(equalised_copy(img))
+        if det.boxes is None:
+            raise RapidOCRError("The text detection result is empty")
+        return engine.crop_text_regions(img, det.boxes), det
+
+    def _rescue(self, crops: list, texts: list, scores: list, flipped: list) -> None:
+        """Weak lines read again from other views of their crop; the most confident reading wins (in place)."""
+        weak = [i for i, score in enumerate(scores) if score < self.options.rescue_score]
+        if not weak:
+            return
+        views = []  # (line, image, whether this view is the other way up)
+        for i in weak:
+            for name in self.options.rescue_views.split(","):
+                views.append((i, *CROP_VIEWS[name](crops[i])))
+        again = self._engine.recognize_txt([image for _, image, _ in views])
+        for (i, _, turned), text, score in zip(views, again.txts, again.scores):
+            if float(score) > scores[i]:
+                texts[i], scores[i] = text, float(score)
+                flipped[i] = flipped[i] != turned
 
     def _second_look(self, crops: list, texts: list, scores: list, flipped: list) -> None:
         """Lines the orientation classifier turned the other way from most of the text are read
@@ -361,6 +469,20 @@ def tidy(lines: list[TextLine], regions: int, width: int, height: int, options: 
     kept = [line for line in lines if keep_line(line.text, line.score, options)]
     rejected = tuple(line for line in lines if line not in kept)
     return Reading(arrange(kept, width, height), rejected, regions)
+
+
+def _says(lines: list[TextLine], floor: float) -> int:
+    """Letters and digits in the lines read at least this confidently."""
+    return sum(sum(ch.isalnum() for ch in line.text) for line in lines if line.score >= floor)
+
+
+def _covers(a: TextLine, b: TextLine) -> bool:
+    """Line a's box holds most of line b's (axis-aligned boxes)."""
+    pa, pb = np.array(a.box), np.array(b.box)
+    (ax0, ay0), (ax1, ay1) = pa.min(0), pa.max(0)
+    (bx0, by0), (bx1, by1) = pb.min(0), pb.max(0)
+    inter = max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
+    return inter > 0.5 * max((bx1 - bx0) * (by1 - by0), 1e-9)
 
 
 def _tall(box: np.ndarray) -> bool:

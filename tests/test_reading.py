@@ -194,3 +194,60 @@ def test_narrate_text_channel_reads_a_label_held_still(photos, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     said = [r["text"] for r in records if r["kind"] == "caption" and r.get("channel") == "text"]
     assert said == ["PHARMACY."]
+
+
+def plate(photo: np.ndarray, lines: list[str], cap: int = 12, blur: float = 1.5, turn=None) -> np.ndarray:
+    """Small white lines on a red plate over a real photo, blurred: the detector finds the plate
+    as one block, not its lines."""
+    canvas = cv2.resize(photo, (640, 480))
+    step = round(cap * 1.9)
+    cv2.rectangle(canvas, (60, 40), (600, 40 + step * len(lines) + cap + 10), (200, 30, 30), -1)
+    (_, h1), _ = cv2.getTextSize("H", cv2.FONT_HERSHEY_DUPLEX, 1.0, 1)
+    for i, text in enumerate(lines):
+        cv2.putText(canvas, text, (75, 40 + cap + 8 + i * step), cv2.FONT_HERSHEY_DUPLEX, cap / h1, (245, 245, 245),
+                    2, cv2.LINE_AA)
+    canvas = cv2.GaussianBlur(canvas, (0, 0), blur)
+    return canvas if turn is None else cv2.rotate(canvas, turn)
+
+
+SMALL = ["PLATFORM", "hotel", "you Park"]
+
+
+@pytest.mark.parametrize("turn", [None, cv2.ROTATE_180], ids=["upright", "180"])
+def test_small_blurred_lines_found_as_one_block_are_read_line_by_line(reader, photos, turn):
+    reading = reader.read(plate(photos[3], SMALL, turn=turn))
+    assert [line.text for line in reading.lines] == SMALL
+    assert reading.regions < len(SMALL)  # the detector's block was cut into its lines, said once each
+    tops = [min(y for _, y in line.box) for line in reading.lines]
+    assert (tops == sorted(tops)) == (turn is None)  # upside down, the first line is the lowest in the photo
+
+
+def test_line_bands_and_their_boxes():
+    from edgecap.text_crops import band_box, line_bands
+
+    crop = np.full((90, 300, 3), (30, 30, 200), np.uint8)
+    for i, text in enumerate(["ONE", "TWO"]):
+        cv2.putText(crop, text, (10, 35 + 40 * i), cv2.FONT_HERSHEY_DUPLEX, 1.0, (255, 255, 255), 2)
+    bands = line_bands(crop)
+    assert len(bands) == 2 and bands[0][1] <= bands[1][0] + 0.1
+    assert line_bands(crop[:45]) == []  # one line: nothing to cut
+    box = np.array([[0, 0], [100, 0], [100, 50], [0, 50]], float)
+    assert band_box(box, 0.0, 0.5, False, False).tolist() == [[0, 0], [100, 0], [100, 25], [0, 25]]
+    assert band_box(box, 0.0, 0.5, False, True).tolist() == [[0, 25], [100, 25], [100, 50], [0, 50]]
+    tall = np.array([[0, 0], [20, 0], [20, 100], [0, 100]], float)  # text read bottom to top, first line right
+    assert band_box(tall, 0.0, 0.5, True, False).tolist() == [[10, 0], [20, 0], [20, 100], [10, 100]]
+
+
+def test_a_weak_line_is_read_again_the_other_way_up(photos):
+    crop = cv2.resize(photos[3], (180, 40))
+    crop[:] = (225, 225, 215)
+    cv2.putText(crop, "West 891", (8, 29), cv2.FONT_HERSHEY_DUPLEX, 0.9, (30, 30, 30), 2, cv2.LINE_AA)
+    upside_down = np.ascontiguousarray(np.rot90(crop, 2))
+    texts, scores, flipped = ["W 91"], [0.5], [False]  # what a wrong orientation guess gives
+    TextReader(ReadOptions(rescue_score=0.95))._rescue([upside_down], texts, scores, flipped)
+    assert texts == ["West 891"] and scores[0] > 0.95 and flipped == [True]
+    texts, scores = ["West 891"], [0.99]  # a confident line is left alone
+    TextReader(ReadOptions(rescue_score=0.95))._rescue([crop], texts, scores, [False])
+    assert texts == ["West 891"] and scores == [0.99]
+    with pytest.raises(ValueError, match="view"):
+        ReadOptions(rescue_views="flip,mirror")
