@@ -13,7 +13,8 @@ import sys
 
 import numpy as np
 
-from edgecap.reading import Reading, ReadOptions, TextLine, scripts_for, shared_reader
+from edgecap.reading import Reading, ReadOptions, scripts_for, shared_reader
+from edgecap.reading_order import TextLine
 
 log = logging.getLogger("edgecap")
 

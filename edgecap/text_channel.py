@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 
 from edgecap.read_aloud import NO_TEXT, spoken_blocks
-from edgecap.reading import Reading, ReadOptions, TextBlock, TextLine, shared_reader
+from edgecap.reading import Reading, ReadOptions, shared_reader
+from edgecap.reading_order import TextBlock, TextLine
 
 log = logging.getLogger("edgecap")
 

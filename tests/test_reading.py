@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from edgecap.read_aloud import NO_TEXT, caption_clause, spoken_blocks
-from edgecap.reading import (Reading, ReadingError, ReadOptions, TextBlock, TextLine, TextReader, arrange, keep_line,
-                             scripts_for)
+from edgecap.reading import Reading, ReadingError, ReadOptions, TextReader, keep_line, scripts_for
+from edgecap.reading_order import TextBlock, TextLine, arrange
 
 pytest.importorskip("rapidocr")
 
