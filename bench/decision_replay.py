@@ -130,6 +130,7 @@ def main() -> int:
     ap.add_argument("--cv", type=int, default=0, help="k-fold: refit thresholds on the other folds (COCO + Flickr)")
     ap.add_argument("--sure-precision", type=float, default=0.85)
     ap.add_argument("--likely-precision", type=float, default=0.8)
+    ap.add_argument("--fit", type=Path, default=None, help="refit the thresholds on this cache (train) first")
     ap.add_argument("--dump", type=Path, default=None, help="write key -> sentence, confidence, named")
     args = ap.parse_args()
 
@@ -149,6 +150,10 @@ def main() -> int:
                 train = [k for j, f in enumerate(folds) if j != i for k in f]
                 d = Describer(captioner, base.perceiver, fit_rules(cache, train, rules, table, args))
                 spoken.update(replay(d, cache, held))
+        elif args.fit:
+            fit_cache = json.loads(args.fit.read_text())
+            fitted = fit_rules(fit_cache, sorted(fit_cache), rules, table, args)
+            spoken = replay(Describer(captioner, base.perceiver, fitted), cache)
         else:
             spoken = replay(Describer(captioner, base.perceiver, rules), cache)
         print(label)

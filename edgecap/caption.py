@@ -27,7 +27,7 @@ from edgecap.decoding import DecodingOptions
 from edgecap.grounding import Evidence, GroundingRules, coco_class_of_label, gather, judge
 from edgecap.image import EXPOSURE_MESSAGES, as_rgb, exposure_problem
 from edgecap.model import CaptionResult
-from edgecap.wording import flaws, generic, specifics, words
+from edgecap.wording import flaws, generic, repaired, specifics, words
 
 CANT_TELL = "I can't tell what this is."
 TOO_SMALL = "The image is too small to describe."
@@ -161,12 +161,18 @@ class Describer:
     def decide_texts(self, texts: list[str], neighbours, perception) -> "Choice":
         unique = list(dict.fromkeys(texts))
         first = self._choose(unique, neighbours)
-        if self.rules.reject_garbled:  # a garbled candidate is never said, but the others are judged as before
-            unique = [t for t in unique if not flaws(t)]
+        origin = {t: t for t in unique}  # what may be said -> the candidate it comes from
+        if self.rules.reject_garbled:  # a garbled candidate is said only when a repeated last phrase can go
+            origin = {}
+            for t in unique:
+                fixed = t if not flaws(t) else repaired(t) if self.rules.repair_repeats else None
+                if fixed:
+                    origin.setdefault(fixed, t)
+            unique = list(origin)
         if perception is None:  # a bundle without detectors: nothing can be checked
             said = self._choose(unique, neighbours) if unique else None
-            return Choice(probably(said) if said else CANT_TELL, "hedged" if said else "unknown", said, (), first,
-                          0.0, [], 0)
+            return Choice(probably(said) if said else CANT_TELL, "hedged" if said else "unknown",
+                          origin.get(said), (), first, 0.0, [], 0)
         evidence = gather(perception, self.rules)
         objects = [d for dets in evidence.likely.values() for d in dets]
         verdicts = {text: judge(text, evidence, self.rules) for text in {*unique, first}}
@@ -175,14 +181,14 @@ class Describer:
         if said:
             pick = self._choose(list(said), neighbours)
             v = verdicts[said[pick]]
-            return Choice(pick, "sure", said[pick], v.named, said[pick], v.margin, objects, evidence.faces)
+            return Choice(pick, "sure", origin[said[pick]], v.named, said[pick], v.margin, objects, evidence.faces)
         likely = [t for t in unique if verdicts[t].level == "likely"]
         if self.rules.specifics == "hedge":
             likely = sure + likely
         if likely:
             pick = self._choose(likely, neighbours)
             v = verdicts[pick]
-            return Choice(probably(pick), "hedged", pick, v.named, pick, v.margin, objects, evidence.faces)
+            return Choice(probably(pick), "hedged", origin[pick], v.named, pick, v.margin, objects, evidence.faces)
         sentence, named = evidence_statement(evidence, self.rules, self.perceiver)
         return Choice(sentence, "hedged" if named else "unknown", None, named, first, verdicts[first].margin,
                       objects, evidence.faces)

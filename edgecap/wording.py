@@ -34,7 +34,8 @@ CLOTHING = {"shirt", "shirts", "t-shirt", "jacket", "jackets", "coat", "dress", 
             "helmet", "helmets", "uniform", "uniforms", "jersey", "jerseys", "pants", "shorts", "jeans", "skirt",
             "sweater", "sweatshirt", "hoodie", "top", "outfit", "costume", "suit", "swimsuit", "bikini", "vest",
             "scarf", "glasses", "sunglasses", "goggles", "gear", "clothes", "clothing", "boots", "shoes", "wetsuit",
-            "overalls", "bathing", "trunks", "headband", "bandana"}
+            "overalls", "bathing", "trunks", "headband", "bandana", "necklace", "mask", "gloves", "apron",
+            "robe", "attire"}  # not tie or backpack: the detector checks those
 # Who a person is. Group -> words; a generic person word carries no claim.
 PERSON_KINDS = {"man": {"man", "men", "guy", "guys", "gentleman", "gentlemen", "male", "father", "dad",
                         "husband", "boyfriend"},
@@ -164,6 +165,13 @@ def generic(caption: str, keep: frozenset[str] = frozenset()) -> str | None:
 def _drop_clothing(t: list[str], keep: frozenset[str]) -> list[str] | None:
     """Remove "in/wearing/with [a] [adj]* CLOTHING [and [a] [adj]* CLOTHING]*"; None when it is the verb."""
     t = list(t)
+    for i, x in enumerate(t):  # whatever is worn is clothing: "is wearing a yellow necklace"
+        if x in ("wearing", "wears") and i > 0 and not any(y in CLOTHING for y in t[i + 1:i + 5]):
+            if t[i - 1] in ("is", "are") or x == "wears":
+                return None
+            end = next((k for k in range(i + 1, len(t)) if t[k] in _NOT_NOUNS | {".", ","}), len(t))
+            t = t[:i] + t[end:]
+            break
     i = 0
     while i < len(t):
         if t[i] in CLOTHING and t[i] not in keep:
@@ -190,3 +198,30 @@ def _drop_clothing(t: list[str], keep: frozenset[str]) -> list[str] | None:
         else:
             i += 1
     return t
+
+
+PREPOSITIONS = {"in", "on", "at", "with", "of", "near", "by", "under", "behind", "from", "into", "onto", "over",
+                "through", "across", "along", "down", "up"}
+
+
+def repaired(caption: str) -> str | None:
+    """A candidate whose only flaw is a repeat in its last phrase, without that phrase
+    ("A cat is laying on a window in a cat." -> "A cat is laying on a window."); None otherwise."""
+    found = flaws(caption)
+    if not found or not all(f.endswith("twice") for f in found):
+        return None
+    t = _TOKEN.findall(caption)
+    low = [x.lower() for x in t]
+    w_index = [i for i, x in enumerate(low) if x[0].isalpha()]
+    w = [low[i] for i in w_index]
+    first = min(j for _, j, _ in _repeats(w))
+    start = next((k for k in range(first - 1, max(first - 4, 0), -1) if w[k] in PREPOSITIONS), None)
+    if start is None or any(x not in FUNCTION_WORDS and x not in w[:start] for x in w[start:]):
+        return None  # the repeat is not a last phrase that only says again what was said
+    cut = w_index[start]
+    words_left = [x for x in t[:cut] if x[0].isalpha()]
+    if len(words_left) < 3:
+        return None
+    text = " ".join(t[:cut]).rstrip(" ,") + "."
+    text = re.sub(r" (?=[.,;:!?])", "", text).replace(" '", "'")
+    return text if not flaws(text) and words(text)[-1] not in DANGLING | PREPOSITIONS else None
