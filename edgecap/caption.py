@@ -177,7 +177,8 @@ class Describer:
         objects = [d for dets in evidence.likely.values() for d in dets]
         verdicts = {text: judge(text, evidence, self.rules) for text in {*unique, first}}
         sure = [t for t in unique if verdicts[t].level == "sure"]
-        said = self._without_specifics(sure, texts)
+        said = {plain: t for plain, t in self._without_specifics(sure, texts).items()  # "two people": checked again
+                if plain == t or judge(plain, evidence, self.rules).level == "sure"}
         if said:
             pick = self._choose(list(said), neighbours)
             v = verdicts[said[pick]]

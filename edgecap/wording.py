@@ -154,6 +154,8 @@ def generic(caption: str, keep: frozenset[str] = frozenset()) -> str | None:
     for i in range(len(out) - 1):  # "an person" -> "a person", "a old" -> ...
         if out[i] in ("a", "an"):
             out[i] = "an" if out[i + 1][0] in "aeiou" else "a"
+    text = " ".join(out)
+    out = re.sub(r"\ba person and an? person\b", "two people", text).split()
     words_only = [w for w in out if w[0].isalpha()]
     if len(words_only) < 3 or flaws(" ".join(out)):
         return None
