@@ -199,8 +199,9 @@ class Describer:
         if self.rules.specifics == "keep":
             return {t: t for t in candidates}
         said_by = [set(words(t)) for t in pool]
+        share = self.rules.specifics_agreement
         agreed = frozenset(w for kind, found in specifics(" ".join(pool)).items() for w in found
-                           if sum(w in s for s in said_by) >= self.rules.specifics_agreement.get(kind, 1.01) * len(pool))
+                           if sum(w in s for s in said_by) >= share.get(kind, 1.01) * len(pool))
         said: dict[str, str] = {}
         for t in candidates:
             plain = t if not any(specifics(t, agreed).values()) else (
