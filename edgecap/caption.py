@@ -169,10 +169,9 @@ class Describer:
                 if fixed:
                     origin.setdefault(fixed, t)
             unique = list(origin)
-        if perception is None:  # a bundle without detectors: nothing can be checked
-            said = self._choose(unique, neighbours) if unique else None
-            return Choice(probably(said) if said else CANT_TELL, "hedged" if said else "unknown",
-                          origin.get(said), (), first, 0.0, [], 0)
+        if perception is None:  # a bundle without detectors: nothing can be checked, all is hedged
+            said = self._choose(unique, neighbours) if unique else first
+            return Choice(probably(said), "hedged", origin.get(said, said), (), first, 0.0, [], 0)
         evidence = gather(perception, self.rules)
         objects = [d for dets in evidence.likely.values() for d in dets]
         verdicts = {text: judge(text, evidence, self.rules) for text in {*unique, first}}
