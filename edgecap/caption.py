@@ -27,12 +27,12 @@ from edgecap.decoding import DecodingOptions
 from edgecap.grounding import Evidence, GroundingRules, coco_class_of_label, gather, judge
 from edgecap.image import EXPOSURE_MESSAGES, as_rgb, exposure_problem
 from edgecap.model import CaptionResult
+from edgecap.wording import flaws, generic, repaired, specifics, words
 
 CANT_TELL = "I can't tell what this is."
 TOO_SMALL = "The image is too small to describe."
 MIN_SIDE = 16  # pixels; a smaller frame (a 2x2 icon) shows nothing a sentence could be about
 CONFIDENCES = ("sure", "hedged", "unknown")
-MAX_NAMED = 3  # objects listed in one hedged statement
 # A frame whose 4x4 grid of cells all share one brightness and one contrast is a texture or
 # noise, not a scene: 0 of 872 real photos (captioned and unlabelled) come this close.
 TEXTURE_MEAN_SPREAD = 0.2
@@ -161,22 +161,53 @@ class Describer:
     def decide_texts(self, texts: list[str], neighbours, perception) -> "Choice":
         unique = list(dict.fromkeys(texts))
         first = self._choose(unique, neighbours)
-        if perception is None:  # a bundle without detectors: nothing can be checked
-            return Choice(probably(first), "hedged", first, (), first, 0.0, [], 0)
+        origin = {t: t for t in unique}  # what may be said -> the candidate it comes from
+        if self.rules.reject_garbled:  # a garbled candidate is said only when a repeated last phrase can go
+            origin = {}
+            for t in unique:
+                fixed = t if not flaws(t) else repaired(t) if self.rules.repair_repeats else None
+                if fixed:
+                    origin.setdefault(fixed, t)
+            unique = list(origin)
+        if perception is None:  # a bundle without detectors: nothing can be checked, all is hedged
+            said = self._choose(unique, neighbours) if unique else first
+            return Choice(probably(said), "hedged", origin.get(said, said), (), first, 0.0, [], 0)
         evidence = gather(perception, self.rules)
         objects = [d for dets in evidence.likely.values() for d in dets]
-        verdicts = {text: judge(text, evidence, self.rules) for text in unique}
-        for level in ("sure", "likely"):
-            supported = [t for t in unique if verdicts[t].level == level]
-            if supported:
-                pick = self._choose(supported, neighbours)
-                v = verdicts[pick]
-                sentence = pick if level == "sure" else probably(pick)
-                return Choice(sentence, "sure" if level == "sure" else "hedged", pick, v.named, pick, v.margin,
-                              objects, evidence.faces)
+        verdicts = {text: judge(text, evidence, self.rules) for text in {*unique, first}}
+        sure = [t for t in unique if verdicts[t].level == "sure"]
+        said = {plain: t for plain, t in self._without_specifics(sure, texts).items()  # "two people": checked again
+                if plain == t or judge(plain, evidence, self.rules).level == "sure"}
+        if said:
+            pick = self._choose(list(said), neighbours)
+            v = verdicts[said[pick]]
+            return Choice(pick, "sure", origin[said[pick]], v.named, said[pick], v.margin, objects, evidence.faces)
+        likely = [t for t in unique if verdicts[t].level == "likely"]
+        if self.rules.specifics == "hedge":
+            likely = sure + likely
+        if likely:
+            pick = self._choose(likely, neighbours)
+            v = verdicts[pick]
+            return Choice(probably(pick), "hedged", origin[pick], v.named, pick, v.margin, objects, evidence.faces)
         sentence, named = evidence_statement(evidence, self.rules, self.perceiver)
         return Choice(sentence, "hedged" if named else "unknown", None, named, first, verdicts[first].margin,
                       objects, evidence.faces)
+
+    def _without_specifics(self, candidates: list[str], pool: list[str]) -> dict[str, str]:
+        """Sentence -> the candidate it comes from, with what no detector checks said generically."""
+        if self.rules.specifics == "keep":
+            return {t: t for t in candidates}
+        said_by = [set(words(t)) for t in pool]
+        share = self.rules.specifics_agreement
+        agreed = frozenset(w for kind, found in specifics(" ".join(pool)).items() for w in found
+                           if sum(w in s for s in said_by) >= share.get(kind, 1.01) * len(pool))
+        said: dict[str, str] = {}
+        for t in candidates:
+            plain = t if not any(specifics(t, agreed).values()) else (
+                generic(t, agreed) if self.rules.specifics == "generic" else None)
+            if plain:
+                said.setdefault(plain, t)
+        return said
 
     def _choose(self, texts: list[str], neighbours) -> str:
         memory = self.captioner.memory
@@ -257,11 +288,11 @@ def _join(phrases: list[str], word: str = "and") -> str:
 def evidence_statement(evidence: Evidence, rules: GroundingRules, perceiver=None) -> tuple[str, tuple[str, ...]]:
     """A hedged sentence from the detections and ImageNet labels alone, and what it names."""
     # Name what is seen surely; only when nothing is, the likely things (fewer of them).
-    seen = evidence.sure or evidence.likely
+    seen = evidence.sure or (evidence.likely if rules.hedge_likely_objects else {})
     ranked = sorted(seen.items(), key=lambda kv: -kv[1][0].score)
     if "person" not in seen and evidence.faces:
         ranked.append(("person", []))
-    ranked = ranked[:MAX_NAMED if evidence.sure else MAX_NAMED - 1]
+    ranked = ranked[:rules.hedge_max_named if evidence.sure else max(rules.hedge_max_named - 1, 1)]
     phrases = [object_phrase(cls, evidence.count(cls), position(dets) if i == 0 else "")
                for i, (cls, dets) in enumerate(ranked)]
     named = [cls for cls, _ in ranked]
@@ -283,6 +314,6 @@ def evidence_statement(evidence: Evidence, rules: GroundingRules, perceiver=None
         if len(ranked) == 1 and evidence.has(top_cls, "sure", rules):
             return f"Probably {phrases[0]}.", tuple(named)
         return f"I'm not sure. I can see {_join(phrases)}.", tuple(named)
-    if weak:
+    if weak and rules.hedge_might_be:
         return f"It might be {_join([spoken_label(n) for n, _ in weak], 'or')}.", tuple(n for n, _ in weak)
     return CANT_TELL, ()

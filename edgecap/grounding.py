@@ -62,6 +62,19 @@ class GroundingRules:
     overlap_iou: float = 0.6  # boxes this overlapping are the same thing
     hedge_on_any_trace: bool = True  # "Probably ..." when some object is only barely detected (keeps CIDEr)
     salient_area: float = 0.05  # a likely detection this big (share of the frame) must not go unnamed
+    reject_garbled: bool = True  # never speak a candidate with edgecap.wording.flaws ("... in a cat.")
+    repair_repeats: bool = True  # ... but "A cat is on a window in a cat." may be said "A cat is on a window."
+    # Who a person is, colours and clothing: no detector here checks them. "generic": a sure
+    # sentence says them generically ("A person is climbing a rock."), a candidate that cannot be
+    # is not said as sure; "hedge": such a candidate is said "Probably ..."; "keep": said as is.
+    specifics: str = "generic"
+    # ... unless this share of the candidate pool says the same word (per kind of word; > 1: never)
+    specifics_agreement: dict[str, float] = field(default_factory=lambda: {"person": 1.01, "colour": 1.0,
+                                                                           "clothing": 1.01})
+    trace_label: float = 0.0  # ImageNet support that counts as a trace of a class (with hedge_on_any_trace)
+    hedge_max_named: int = 3  # objects listed in one evidence statement ("I can see a cup and a table.")
+    hedge_likely_objects: bool = True  # with nothing seen surely, name the likely things ("I'm not sure. ...")
+    hedge_might_be: bool = False  # "It might be a crane." from weak ImageNet labels alone: right 3 of 11 (train, val)
     fitted_on: str = "defaults, not fitted"
 
     def sure_for(self, cls: str) -> float:
@@ -193,7 +206,8 @@ def judge(caption: str, evidence: Evidence, rules: GroundingRules) -> Verdict:
     for cls, n in counts.items():
         margin = min(margin, evidence.margin(cls, rules))
         if not evidence.has(cls, "likely", rules):
-            if rules.hedge_on_any_trace and (evidence.all_counts.get(cls) or evidence.label_support.get(cls)):
+            if rules.hedge_on_any_trace and (evidence.all_counts.get(cls)
+                                             or evidence.label_support.get(cls, 0.0) > rules.trace_label):
                 problems.append(f"{cls} barely detected")
                 level = "likely" if level == "sure" else level
                 continue

@@ -70,7 +70,9 @@ def test_default_model_beats_caption_retrieval_on_real_photos(tmp_path):
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads(out.read_text())
     assert metrics["n_images"] == 150
-    assert metrics["cider"] > 0.4, metrics
+    # Spoken sentences say people generically ("a person", not "a man": a quarter of the model's
+    # man/woman/boy/girl words were wrong on val), which costs CIDEr against references that name them.
+    assert metrics["cider"] > 0.35, metrics
     assert metrics["chair_i"] < 0.25, metrics  # 0.069 on all of val; noisier on 150
     assert metrics["object_f1"] > 0.65, metrics
     assert metrics["vocab_size"] >= 80, metrics

@@ -1,0 +1,89 @@
+"""Cache what the decision (edgecap.caption.Describer.decide_texts) reads for each photo, so
+its rules can be replayed and measured in seconds (bench/decision_replay.py).
+
+Per photo: the candidate captions, the caption memory's neighbours and the perception
+(detections with boxes, faces, ImageNet labels). On a train photo the memory holds the
+photo itself (the bundle's own caption of it); that neighbour is dropped, as a val photo
+would not find itself.
+
+    python bench/decision_cache.py --data ../shared/data --split val --out /tmp/dc-val.json
+    python bench/decision_cache.py --data ../shared/data --split train --coco-only --out /tmp/dc-train-coco.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edgecap.caption import describer_for  # noqa: E402
+from edgecap.decoding import DecodingOptions  # noqa: E402
+from edgecap.image import as_rgb, read_image  # noqa: E402
+from edgecap.model import Captioner  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, default=Path("models/edgecap-base"))
+    ap.add_argument("--data", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--coco-only", action="store_true")
+    ap.add_argument("--flickr", type=int, default=None, help="at most this many Flickr8k photos (fixed sample)")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from ground_calibrate import sample
+    captioned = args.data / "captioned"
+    rows = [json.loads(line) for line in (captioned / "captions.jsonl").read_text().splitlines() if line.strip()]
+    chosen = [r for r in rows if r["split"] == args.split]
+    coco = [r for r in chosen if r["source"].startswith("coco")]
+    flickr = [r for r in chosen if not r["source"].startswith("coco")]
+    if args.coco_only:
+        flickr = []
+    elif args.flickr is not None:
+        flickr = sample(flickr, args.flickr)
+    chosen = coco + flickr
+
+    captioner = Captioner.load(args.model, threads=1)
+    describer = describer_for(captioner)
+    memory = captioner.memory
+    done = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    options = DecodingOptions()
+    for i, r in enumerate(chosen):
+        if r["file"] in done:
+            continue
+        rgb = as_rgb(read_image(captioned / r["file"]))
+        features = captioner.encode([rgb])
+        pool = captioner.candidates(features, options)[0]
+        texts = [captioner.tokenizer.decode(d.tokens) for d in pool]
+        k = memory.settings.neighbours
+        q = (np.asarray(features.pooled[0], np.float32) - memory.mean) @ memory.basis
+        q /= max(np.linalg.norm(q), 1e-12)
+        sims = memory.keys @ q
+        order = np.argsort(-sims)[:k + 1]
+        if args.split == "train":  # drop the photo itself (similarity ~1) and keep k others
+            order = [j for j in order if sims[j] < 0.995]
+        query = np.array(order[:k])
+        p = describer.perceiver.perceive(rgb, features.pooled[0])
+        done[r["file"]] = {
+            "source": r["source"], "refs": r["captions"], "texts": texts, "neighbours": [int(j) for j in query],
+            "similarities": [round(float(sims[j]), 4) for j in query],
+            "objects": [[d.name, round(d.score, 4), [round(v, 4) for v in d.box]] for d in p.objects],
+            "faces": [[round(f.score, 4), [round(v, 4) for v in f.box]] for f in p.faces],
+            "labels": [[n, round(float(pr), 4)] for n, pr in p.labels]}
+        if i % 50 == 49:
+            print(f"  {i + 1}/{len(chosen)}", file=sys.stderr, flush=True)
+            args.out.write_text(json.dumps(done))
+    args.out.write_text(json.dumps(done))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
