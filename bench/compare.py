@@ -1,6 +1,6 @@
 """`edgecap bench --compare`: edgecap against what an ML engineer would otherwise run, same photos, one thread.
 
-Run by edgecap/bench_report.py in a child process (edgecap itself never imports torch):
+Run by edgecap/evaluation/bench_report.py in a child process (edgecap itself never imports torch):
 
     python bench/compare.py --model models/edgecap-base --json out.json photo.jpg ...
 
@@ -30,9 +30,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from edgecap.decoding import DecodingOptions  # noqa: E402
-from edgecap.image import normalize, read_image  # noqa: E402
-from edgecap.model import OnnxCaptioner  # noqa: E402
+from edgecap.core.decoding import DecodingOptions  # noqa: E402
+from edgecap.core.image import normalize, read_image  # noqa: E402
+from edgecap.core.model import OnnxCaptioner  # noqa: E402
 
 TOKENS = 15
 ROUNDS = 3

@@ -23,9 +23,9 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgecap.caption import describer_for  # noqa: E402
-from edgecap.decoding import DecodingOptions  # noqa: E402
-from edgecap.image import as_rgb, read_image  # noqa: E402
-from edgecap.model import Captioner  # noqa: E402
+from edgecap.core.decoding import DecodingOptions  # noqa: E402
+from edgecap.core.image import as_rgb, read_image  # noqa: E402
+from edgecap.core.model import Captioner  # noqa: E402
 
 
 def main() -> int:

@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from edgecap.caption import Describer  # noqa: E402
-from edgecap.decision_metrics import decision_metrics, source_group  # noqa: E402
-from edgecap.evaluate import chair_objects, load_chair_table, simple_tokenize  # noqa: E402
-from edgecap.perception import Detection, Perception  # noqa: E402
+from edgecap.evaluation.decision_metrics import decision_metrics, source_group  # noqa: E402
+from edgecap.evaluation.evaluate import chair_objects, load_chair_table, simple_tokenize  # noqa: E402
+from edgecap.vision.perception import Detection, Perception  # noqa: E402
 
 
 def perception_of(entry: dict) -> Perception:
@@ -99,7 +99,7 @@ def specifics_precision(spoken: dict, cache: dict) -> dict:
 def fit_rules(cache: dict, keys: list[str], base, table, args) -> object:
     """Refit the detector/face/label thresholds on `keys` (bench/ground_calibrate.fit)."""
     import ground_calibrate as gc
-    from edgecap.grounding import GroundingRules
+    from edgecap.vision.grounding import GroundingRules
     photos = [cache[k] for k in keys]
     truths = [{o for ref in cache[k]["refs"] for o in chair_objects(ref, table)} for k in keys]
     ns = argparse.Namespace(sure_precision=args.sure_precision, likely_precision=args.likely_precision,
@@ -134,7 +134,7 @@ def main() -> int:
     ap.add_argument("--dump", type=Path, default=None, help="write key -> sentence, confidence, named")
     args = ap.parse_args()
 
-    from edgecap.model import Captioner
+    from edgecap.core.model import Captioner
     cache = json.loads(args.cache.read_text())
     table = load_chair_table(args.synonyms)
     captioner = Captioner.load(args.model, threads=1)

@@ -1,4 +1,4 @@
-"""Fit the grounding thresholds (edgecap.grounding.GroundingRules) on captioned train photos.
+"""Fit the grounding thresholds (edgecap.vision.grounding.GroundingRules) on captioned train photos.
 
 A detection of class c at score s counts as right when a human reference names c (CHAIR
 synonyms). Per class, `sure` is the lowest score at which the detections at or above it
@@ -32,11 +32,11 @@ import numpy as np
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edgecap.bundle import load_bundle, write_manifest  # noqa: E402
-from edgecap.chair import chair_objects, load_chair_table  # noqa: E402
-from edgecap.decision_metrics import mentioned  # noqa: E402
-from edgecap.grounding import GroundingRules  # noqa: E402
-from edgecap.image import read_image  # noqa: E402
+from edgecap.core.bundle import load_bundle, write_manifest  # noqa: E402
+from edgecap.core.image import read_image  # noqa: E402
+from edgecap.evaluation.decision_metrics import mentioned  # noqa: E402
+from edgecap.metrics.chair import chair_objects, load_chair_table  # noqa: E402
+from edgecap.vision.grounding import GroundingRules  # noqa: E402
 
 PRIOR = 4.0  # pseudo-observations pulling a class's precision toward the pooled curve
 
@@ -44,7 +44,7 @@ PRIOR = 4.0  # pseudo-observations pulling a class's precision toward the pooled
 def perceive_all(model: Path, paths: list[Path], cache: Path | None) -> list[dict]:
     """Per photo: every detection (name, score), face scores and ImageNet labels (cached by file)."""
     from edgecap.caption import describer_for
-    from edgecap.model import OnnxCaptioner
+    from edgecap.core.model import OnnxCaptioner
 
     done = json.loads(cache.read_text()) if cache and cache.is_file() else {}
     todo = [p for p in paths if str(p) not in done]

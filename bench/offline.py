@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edgecap.controls import send_command  # noqa: E402
+from edgecap.narration.controls import send_command  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

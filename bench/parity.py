@@ -20,9 +20,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edgecap.decoding import DecodingOptions  # noqa: E402
-from edgecap.image import normalize, read_image, resize_for_model  # noqa: E402
-from edgecap.model import OnnxCaptioner  # noqa: E402
+from edgecap.core.decoding import DecodingOptions  # noqa: E402
+from edgecap.core.image import normalize, read_image, resize_for_model  # noqa: E402
+from edgecap.core.model import OnnxCaptioner  # noqa: E402
 
 GREEDY = dict(beam_size=1, min_length=0, max_length=20, rerank=False)  # the decoder itself, not the memory
 
@@ -37,7 +37,7 @@ def logit_error(model, captioner: OnnxCaptioner, pixels: np.ndarray, steps: int 
     """Largest |logit| difference over the first greedy steps (torch-chosen tokens fed to both)."""
     import torch
 
-    from edgecap.model import VisualFeatures
+    from edgecap.core.model import VisualFeatures
 
     features = VisualFeatures(*captioner.encoder.run(["cross_k", "cross_v", "pooled"], {"pixels": pixels}))
     with torch.no_grad():

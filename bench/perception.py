@@ -33,10 +33,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edgecap.chair import chair_objects, load_chair_table  # noqa: E402
-from edgecap.image import read_image  # noqa: E402
-from edgecap.perception import DetectorSettings, decode_yolox, letterbox  # noqa: E402
-from edgecap.providers import create_session  # noqa: E402
+from edgecap.core.image import read_image  # noqa: E402
+from edgecap.core.providers import create_session  # noqa: E402
+from edgecap.metrics.chair import chair_objects, load_chair_table  # noqa: E402
+from edgecap.vision.perception import DetectorSettings, decode_yolox, letterbox  # noqa: E402
 
 # export.* (onnx, onnxruntime.quantization, torch) is imported only where needed, so that the
 # --pipeline RSS is what the run-time package costs.
@@ -106,9 +106,9 @@ def imagenet_check(data: Path, model: Path, count: int) -> dict:
     """Top-1 of head(pooled from the shipped int8 encoder) vs the fp32 torch backbone + classifier."""
     import torch
 
-    from edgecap.image import normalize, resize_for_model
-    from edgecap.model import OnnxCaptioner
-    from edgecap.perception import Perceiver
+    from edgecap.core.image import normalize, resize_for_model
+    from edgecap.core.model import OnnxCaptioner
+    from edgecap.vision.perception import Perceiver
     from export.data import load_records
     from export.efficientnet import EfficientNetLite, weights_path
 
@@ -157,8 +157,8 @@ def faces_check(model: Path, photos: list[np.ndarray], named: list, sides=(160, 
     """
     from dataclasses import replace
 
-    from edgecap.bundle import load_bundle
-    from edgecap.perception import Perceiver
+    from edgecap.core.bundle import load_bundle
+    from edgecap.vision.perception import Perceiver
 
     perceiver = Perceiver.from_bundle(load_bundle(model), ["CPUExecutionProvider"], 1)
     rows = []
@@ -188,9 +188,9 @@ def pipeline_check(model: Path, paths: list[Path], repeats: int = 3) -> dict:
     """
     import resource
 
-    from edgecap.decoding import DecodingOptions
-    from edgecap.model import OnnxCaptioner
-    from edgecap.perception import Perceiver
+    from edgecap.core.decoding import DecodingOptions
+    from edgecap.core.model import OnnxCaptioner
+    from edgecap.vision.perception import Perceiver
 
     captioner = OnnxCaptioner.load(model, provider="cpu", threads=1)
     perceiver = Perceiver.from_bundle(captioner.bundle, ["CPUExecutionProvider"], 1)

@@ -11,7 +11,7 @@ caption and `--samples` sampled ones. Four ways to pick one are scored on all of
              would mean shipping those captions, which the data's licence and this repo's
              rules do not allow, so this row is an upper bound on what retrieval could add;
   own-neighbours  the same with the bundle's own beam captions of those train photos in
-             place of the human ones: what ships as edgecap/memory.py, except that there
+             place of the human ones: what ships as edgecap/core/memory.py, except that there
              the features are reduced to 128 dimensions and the idf comes from the memory.
 Prints one JSON object of metrics per method.
 """
@@ -27,12 +27,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edgecap.cider import CiderD  # noqa: E402
-from edgecap.dataset_eval import read_split  # noqa: E402
-from edgecap.decoding import preset  # noqa: E402
-from edgecap.evaluate import evaluate_captions  # noqa: E402
-from edgecap.image import read_image  # noqa: E402
-from edgecap.model import OnnxCaptioner, VisualFeatures  # noqa: E402
+from edgecap.core.decoding import preset  # noqa: E402
+from edgecap.core.image import read_image  # noqa: E402
+from edgecap.core.model import OnnxCaptioner, VisualFeatures  # noqa: E402
+from edgecap.evaluation.dataset_eval import read_split  # noqa: E402
+from edgecap.evaluation.evaluate import evaluate_captions  # noqa: E402
+from edgecap.metrics.cider import CiderD  # noqa: E402
 
 REPORTED = ("bleu_4", "cider", "chair_s", "chair_i", "object_f1", "vocab_size", "mean_length")
 

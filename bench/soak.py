@@ -29,15 +29,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # camera_faults: the fault injection the tests use
 
-from edgecap.bundle import BundleError  # noqa: E402
-from edgecap.decoding import preset  # noqa: E402
+from edgecap.core.bundle import BundleError  # noqa: E402
+from edgecap.core.decoding import preset  # noqa: E402
 from camera_faults import Faults, FaultySource  # noqa: E402
-from edgecap.frames import Looping, Paced, VideoSource  # noqa: E402
-from edgecap.image import read_image  # noqa: E402
-from edgecap.narrate import EventLog, NarrateOptions, Narrator  # noqa: E402
-from edgecap.scene import SceneOptions  # noqa: E402
-from edgecap.speech import SpeechWorker  # noqa: E402
-from edgecap.voices import SpeechError, make_voice  # noqa: E402
+from edgecap.audio.speech import SpeechWorker  # noqa: E402
+from edgecap.audio.voices import SpeechError, make_voice  # noqa: E402
+from edgecap.core.image import read_image  # noqa: E402
+from edgecap.narration.frames import Looping, Paced, VideoSource  # noqa: E402
+from edgecap.narration.narrate import EventLog, NarrateOptions, Narrator  # noqa: E402
+from edgecap.narration.scene import SceneOptions  # noqa: E402
 
 PHOTOS = REPO.parent / "shared" / "data" / "captioned" / "images"
 FAULTS = Faults(drops=((10.0, 14.0),), dark=((25.0, 28.0),), corrupt=((40.0, 41.0),), period=60.0)
@@ -84,7 +84,7 @@ RANDOM_WEIGHTS_THRESHOLD = 0.01
 def load_model(model: Path | None, workdir: Path):
     """(captioner, scene threshold, name): the given bundle, else the shipped one, else the
     tiny random test bundle (needs torch)."""
-    from edgecap.model import OnnxCaptioner, default_model_dir
+    from edgecap.core.model import OnnxCaptioner, default_model_dir
 
     path = model or default_model_dir()
     if model is not None or (path / "manifest.json").is_file():

@@ -157,7 +157,7 @@ def rehash(change: Callable[[Path], None]) -> Callable[[Path], None]:
         change(root)
         manifest = json.loads((root / "manifest.json").read_text())
         manifest.pop("sha256", None)
-        from edgecap.bundle import write_manifest
+        from edgecap.core.bundle import write_manifest
         write_manifest(root, manifest)
     return apply
 

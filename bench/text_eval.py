@@ -35,8 +35,8 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from edgecap.reading import SCRIPTS, ReadOptions, TextReader, tidy  # noqa: E402
-from edgecap.reading_order import TextLine  # noqa: E402
+from edgecap.vision.reading import SCRIPTS, ReadOptions, TextReader, tidy  # noqa: E402
+from edgecap.vision.reading_order import TextLine  # noqa: E402
 
 SIZES = (12, 16, 20, 28, 40, 56)  # cap height in pixels of the 640x480 frame
 WORDS = """EXIT STOP OPEN CLOSED PUSH PULL ENTRANCE NO PARKING ONE WAY YIELD DANGER CAUTION WET FLOOR

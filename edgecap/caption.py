@@ -4,7 +4,7 @@
       -> the sentence and its confidence: "sure", "hedged" or "unknown"
 
 * sure: the best candidate (by the caption memory) among those whose every named object
-  the detectors see (edgecap.grounding);
+  the detectors see (edgecap.vision.grounding);
 * hedged: "Probably ..." when a candidate's objects are only likely, otherwise a
   statement built from the evidence ("Probably a bear.", "I'm not sure. I can see a cup
   and a table.", "It might be a missile or a space shuttle.");
@@ -12,7 +12,7 @@
   blank or tiny frames).
 
 The CLI, eval, bench and narration all speak what this module decides; the captioner
-(edgecap.model) only supplies features and candidates. Nothing here depends on the
+(edgecap.core.model) only supplies features and candidates. Nothing here depends on the
 other photos of a batch: perception, grounding and the memory's choice are per image.
 """
 from __future__ import annotations
@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from edgecap.decoding import DecodingOptions
-from edgecap.grounding import Evidence, GroundingRules, coco_class_of_label, gather, judge
-from edgecap.image import EXPOSURE_MESSAGES, as_rgb, exposure_problem
-from edgecap.model import CaptionResult
+from edgecap.core.decoding import DecodingOptions
+from edgecap.core.image import EXPOSURE_MESSAGES, as_rgb, exposure_problem
+from edgecap.core.model import CaptionResult
+from edgecap.vision.grounding import Evidence, GroundingRules, coco_class_of_label, gather, judge
 from edgecap.wording import flaws, generic, repaired, specifics, words
 
 CANT_TELL = "I can't tell what this is."
@@ -53,7 +53,7 @@ class SpokenCaption(CaptionResult):
     faces: int = 0
     named: tuple[str, ...] = ()  # what the sentence names: COCO classes and ImageNet names
     model_caption: str = ""  # the candidate the sentence came from, or the model's first choice
-    support: float = 0.0  # grounding margin of model_caption (edgecap.grounding.Verdict.margin)
+    support: float = 0.0  # grounding margin of model_caption (edgecap.vision.grounding.Verdict.margin)
     text: str | None = None  # legible text read in the photo (with read_text), "" when none
 
     def to_json(self) -> dict:
@@ -89,7 +89,7 @@ class Describer:
     @classmethod
     def for_captioner(cls, captioner) -> "Describer":
         """The captioner's describer, made once per provider list (a CPU fallback reloads perception)."""
-        from edgecap.perception import Perceiver
+        from edgecap.vision.perception import Perceiver
 
         key = tuple(captioner.providers)
         cached = getattr(captioner, "_describer", None)
@@ -104,7 +104,7 @@ class Describer:
                  read_text=None) -> list[SpokenCaption]:
         """The spoken sentence for each RGB uint8 frame.
 
-        read_text: None, or RGB -> (clause, text) (edgecap.read_aloud.caption_text_reader); the
+        read_text: None, or RGB -> (clause, text) (edgecap.vision.read_aloud.caption_text_reader); the
         clause ("It says: STOP.") is added to the sentence of every describable frame.
         """
         start = time.perf_counter()

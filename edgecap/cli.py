@@ -47,7 +47,7 @@ def cmd_info(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from edgecap.bench import run_bench
+    from edgecap.evaluation.bench import run_bench
 
     return run_bench(args, load_captioner(args))
 
@@ -99,7 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _subcommands():
     """Sub-commands in their own modules. Imported here, when the parser is built, so `import
     edgecap.cli` stays light; each loads its heavy parts (Qt, the model, Ray) only when it runs."""
-    from edgecap import app, dataset_eval, describe_cli, doctor, narrate_cli, read_aloud
+    from edgecap import app, doctor
+    from edgecap.evaluation import dataset_eval
+    from edgecap.library import describe_cli
+    from edgecap.narration import narrate_cli
+    from edgecap.vision import read_aloud
 
     return (narrate_cli, dataset_eval, doctor, read_aloud, describe_cli, app)
 
@@ -108,9 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="edgecap: %(levelname)s: %(message)s")
-    from edgecap.bundle import BundleError
-    from edgecap.providers import ProviderError
-    from edgecap.voices import SpeechError
+    from edgecap.audio.voices import SpeechError
+    from edgecap.core.bundle import BundleError
+    from edgecap.core.providers import ProviderError
 
     try:
         return args.func(args)

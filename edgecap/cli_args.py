@@ -31,7 +31,7 @@ def add_decoding_args(p: argparse.ArgumentParser) -> None:
 
 
 def decoding_options(args, captioner):
-    from edgecap.decoding import preset
+    from edgecap.core.decoding import preset
 
     calibration = None
     if args.calibration:
@@ -46,6 +46,6 @@ def decoding_options(args, captioner):
 
 
 def load_captioner(args):
-    from edgecap.model import OnnxCaptioner
+    from edgecap.core.model import OnnxCaptioner
 
     return OnnxCaptioner.load(args.model, provider=args.provider, threads=args.threads)

@@ -71,7 +71,7 @@ def check_platform() -> Check:
         pass
     cpu = info.get("model name") or info.get("model") or platform.processor() or "unknown CPU"
     cores = os.cpu_count() or 1
-    from edgecap.providers import default_threads
+    from edgecap.core.providers import default_threads
 
     data = {"system": platform.system(), "machine": platform.machine(), "python": platform.python_version(),
             "cpu": cpu, "board": board, "cores": cores, "cpu_features": features, "threads": default_threads()}
@@ -93,7 +93,7 @@ def check_onnxruntime(provider: str) -> tuple[Check, list[str]]:
     try:
         import onnxruntime as ort
 
-        from edgecap.providers import ProviderError, resolve_providers
+        from edgecap.core.providers import ProviderError, resolve_providers
     except Exception as exc:  # noqa: BLE001 - a broken install is exactly what doctor reports
         return Check("onnxruntime", FAIL, f"cannot import onnxruntime: {exc}",
                      "reinstall edgecap (pip install onnxruntime, or apt-get install --reinstall edgecap)",
@@ -113,8 +113,8 @@ def check_onnxruntime(provider: str) -> tuple[Check, list[str]]:
 
 def check_bundle(model: Path | None):
     """(Check, Bundle or None): the manifest, and every listed file against its sha256."""
-    from edgecap.bundle import BundleError, load_bundle
-    from edgecap.model import default_model_dir
+    from edgecap.core.bundle import BundleError, load_bundle
+    from edgecap.core.model import default_model_dir
 
     path = Path(model) if model else default_model_dir()
     fix = ("re-install the model (apt-get install --reinstall edgecap, or a fresh checkout), or point "
@@ -177,10 +177,10 @@ def check_model_runs(bundle, chain: list[str], provider: str, threads: int | Non
     """Load both sessions the way `auto` would and decode once: the provider actually used."""
     import resource
 
-    from edgecap.bundle import BundleError
-    from edgecap.decoding import preset
-    from edgecap.model import OnnxCaptioner
-    from edgecap.providers import ProviderError, captioner_fallback
+    from edgecap.core.bundle import BundleError
+    from edgecap.core.decoding import preset
+    from edgecap.core.model import OnnxCaptioner
+    from edgecap.core.providers import ProviderError, captioner_fallback
 
     fix = "run `edgecap doctor --provider cpu`; if that passes, the accelerator's drivers are the problem"
     try:
@@ -239,7 +239,7 @@ def check_cameras() -> Check:
 
 
 def check_speech(engine: str = "auto") -> Check:
-    from edgecap.speech_output import check_output
+    from edgecap.audio.speech_output import check_output
 
     fix = ("apt-get install espeak-ng; connect headphones or a speaker; a service user must be in the "
            "'audio' group")

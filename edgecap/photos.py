@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from edgecap.caption import describer_for
-from edgecap.image import INCOMPLETE_MESSAGE, ImageError, ImageIncomplete, display_name, read_image
+from edgecap.core.image import INCOMPLETE_MESSAGE, ImageError, ImageIncomplete, display_name, read_image
 
 UNREADABLE_SPOKEN = "This file could not be read."
 
@@ -27,8 +27,8 @@ class Voice:
     """What --speak and --speak-to do with each line: say it now, and/or collect it for one WAV."""
 
     def __init__(self, args):
-        from edgecap.speech_output import check_output
-        from edgecap.voices import pick_engine
+        from edgecap.audio.speech_output import check_output
+        from edgecap.audio.voices import pick_engine
 
         self.speak, self.wav = args.speak, args.speak_to
         self.engine, self.failed, self.lines = "none", False, []
@@ -51,7 +51,7 @@ class Voice:
             raise SpeechSetupError(f"--speak-to {display_name(self.wav)}: its folder does not exist")
 
     def say(self, text: str) -> None:
-        from edgecap.voices import SpeechError, speak
+        from edgecap.audio.voices import SpeechError, speak
 
         if self.wav:
             self.lines.append(text)
@@ -65,7 +65,7 @@ class Voice:
 
     def finish(self) -> bool:
         """Write the collected speech to the --speak-to file; False (after an error line) on failure."""
-        from edgecap.voices import SpeechError, speak
+        from edgecap.audio.voices import SpeechError, speak
 
         if not self.wav:
             return not self.failed
@@ -109,7 +109,7 @@ def caption_files(args, captioner, options, voice: Voice) -> int:
     records, code = [], 0
     read_text = None
     if getattr(args, "read_text", False):
-        from edgecap.read_aloud import caption_text_reader
+        from edgecap.vision.read_aloud import caption_text_reader
 
         read_text = caption_text_reader(captioner.threads)
     for path in args.paths:

@@ -7,7 +7,7 @@ would load it, so no step hands out a bundle the runtime refuses.
 
 After changing the files of a bundle on purpose (a new decoder.onnx, an added member),
 refresh its manifest hashes, its bundle.sha256 and, for a bundle edgecap ships, the
-digest pinned in edgecap/shipped_bundles.json, with one command:
+digest pinned in edgecap/core/shipped_bundles.json, with one command:
 
     python -m export refresh models/edgecap-base   (or: python -m export.bundle refresh ...)
 """
@@ -19,8 +19,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from edgecap.bundle import MANIFEST, SHIPPED_MODELS, Bundle, Preprocessing, load_bundle, pin_digest, write_manifest
-from edgecap.calibration import CalibrationSpec
+from edgecap.core.bundle import MANIFEST, SHIPPED_MODELS, Bundle, Preprocessing, load_bundle, pin_digest, write_manifest
+from edgecap.core.calibration import CalibrationSpec
 
 COMPUTED = ("sha256", "format", "format_version")  # written by write_manifest from the folder itself
 
@@ -96,7 +96,7 @@ def write_bundle(out_dir: Path, encoder: Path, decoder: Path, tokenizer_json: st
 def optimize_bundle(bundle_dir: Path) -> dict[str, int | bool]:
     """Rewrite an existing bundle's decoder with export/optimize.py (in place) and store its memory's
     CIDEr-D statistics, then finish the bundle."""
-    from edgecap.memory import CaptionMemory, MemorySettings
+    from edgecap.core.memory import CaptionMemory, MemorySettings
     from export.optimize import optimize_decoder  # here, so that `refresh` needs neither onnx nor torch
 
     bundle = load_bundle(bundle_dir)

@@ -17,8 +17,8 @@ import os
 import sys
 from pathlib import Path
 
-from edgecap.bundle import BundleError
-from edgecap.image import ImageError
+from edgecap.core.bundle import BundleError
+from edgecap.core.image import ImageError
 
 EXIT_ERROR = 2
 
@@ -103,7 +103,7 @@ def cmd_convert(args) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: every load is local_files_only anyway
     if not args.verbose:
         _quiet_convert_noise()
-    from edgecap.bundle import load_bundle
+    from edgecap.core.bundle import load_bundle
     from export.convert import ConvertError, convert, photo_paths
 
     try:
@@ -189,7 +189,7 @@ def cmd_bundle(args) -> int:
                                 keep_fp32=args.keep_fp32)
     except ValueError as exc:  # a bad --calibration override
         raise CommandError(f"--calibration: {exc}") from None
-    from edgecap.bundle import load_bundle
+    from edgecap.core.bundle import load_bundle
 
     bundle = load_bundle(out)
     if "int8_vs_fp32" in bundle.manifest.get("verification", {}):
@@ -270,7 +270,7 @@ def _member_parser(sub, name: str, help: str):
 
 
 def cmd_memory(args) -> int:
-    from edgecap.memory import MemorySettings
+    from edgecap.core.memory import MemorySettings
     from export.data import load_records
     from export.memory import add_memory
 
@@ -281,7 +281,7 @@ def cmd_memory(args) -> int:
 
 
 def register_memory(sub) -> None:
-    from edgecap.memory import MemorySettings
+    from edgecap.core.memory import MemorySettings
 
     d = MemorySettings()
     p = _member_parser(sub, "memory", "add a caption memory (reranking by similar train photos) to a bundle")
@@ -329,7 +329,7 @@ def register_refresh(sub) -> None:
                                        "and pin the digest of a shipped bundle")
     p.add_argument("bundle", type=Path)
     p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=None,
-                   help="pin the digest in edgecap/shipped_bundles.json (default: for folders in models/)")
+                   help="pin the digest in edgecap/core/shipped_bundles.json (default: for folders in models/)")
     p.set_defaults(func=cmd_refresh)
 
 

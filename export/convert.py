@@ -28,11 +28,11 @@ import numpy as np
 import torch
 import transformers
 
-from edgecap.bundle import Preprocessing, load_bundle
-from edgecap.calibration import CalibrationSpec
-from edgecap.decoding import DecodingOptions
-from edgecap.image import normalize, read_image, resize_for_model
-from edgecap.model import OnnxCaptioner
+from edgecap.core.bundle import Preprocessing, load_bundle
+from edgecap.core.calibration import CalibrationSpec
+from edgecap.core.decoding import DecodingOptions
+from edgecap.core.image import normalize, read_image, resize_for_model
+from edgecap.core.model import OnnxCaptioner
 from export.bundle import update_manifest, write_bundle
 from export.generate import sparc_generate
 from export.hf_blip import BlipCaptioner

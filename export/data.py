@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgecap.bundle import Preprocessing
-from edgecap.image import ImageError, normalize, read_image, resize_for_model
+from edgecap.core.bundle import Preprocessing
+from edgecap.core.image import ImageError, normalize, read_image, resize_for_model
 from export.tokenizer import PAD_ID
 
 log = logging.getLogger(__name__)

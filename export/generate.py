@@ -5,7 +5,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from edgecap.calibration import CalibrationSpec, SparcState, sparc_update
+from edgecap.core.calibration import CalibrationSpec, SparcState, sparc_update
 
 # step(input_ids (B,T), past_k, past_v (L,B,H,P,hd), cross_k, cross_v, visual_gain (L,B,N))
 #   -> logits (B,V), present_k, present_v, visual_attention (L,B,N)

@@ -1,4 +1,4 @@
-"""Give a bundle its caption memory (edgecap/memory.py): the train photos, as the bundle sees them.
+"""Give a bundle its caption memory (edgecap/core/memory.py): the train photos, as the bundle sees them.
 
 For each train photo the bundle's own encoder gives the pooled features and its own beam
 caption (brief preset, no reranking) gives the text. No human caption is stored.
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecap.bundle import load_bundle
-from edgecap.decoding import preset
-from edgecap.image import ImageError, read_image
-from edgecap.memory import MEMORY_FILE, CaptionMemory, MemorySettings
-from edgecap.model import OnnxCaptioner
+from edgecap.core.bundle import load_bundle
+from edgecap.core.decoding import preset
+from edgecap.core.image import ImageError, read_image
+from edgecap.core.memory import MEMORY_FILE, CaptionMemory, MemorySettings
+from edgecap.core.model import OnnxCaptioner
 from export.bundle import update_manifest
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ an existing graph, so a shipped bundle can be fixed without its training checkpo
   dequantizes it.
 
 Memory: the CIDEr-D document frequencies of the memory's captions are stored in
-memory.npz (edgecap/memory.py), instead of being rebuilt at every load.
+memory.npz (edgecap/core/memory.py), instead of being rebuilt at every load.
 
 `python -m export optimize BUNDLE_DIR` (export.bundle.optimize_bundle) does both in place.
 """

@@ -23,9 +23,9 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
                                       quantize_static)
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from edgecap.bundle import BundleError, load_bundle, sha256_file
-from edgecap.image import read_image
-from edgecap.perception import ROLES, DetectorSettings, FaceSettings, Perceiver, letterbox
+from edgecap.core.bundle import BundleError, load_bundle, sha256_file
+from edgecap.core.image import read_image
+from edgecap.vision.perception import ROLES, DetectorSettings, FaceSettings, Perceiver, letterbox
 from export.bundle import update_manifest
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from edgecap.bundle import Preprocessing
-from edgecap.calibration import CalibrationSpec
+from edgecap.core.bundle import Preprocessing
+from edgecap.core.calibration import CalibrationSpec
 from export.bundle import write_bundle
 from export.efficientnet import LITE_PREPROCESSING
 from export.model import Captioner, CaptionerConfig

@@ -21,9 +21,9 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 import onnx
-from edgecap.bundle import load_bundle
-from edgecap.decoding import DecodingOptions
-from edgecap.image import normalize, read_image, resize_for_model
+from edgecap.core.bundle import load_bundle
+from edgecap.core.decoding import DecodingOptions
+from edgecap.core.image import normalize, read_image, resize_for_model
 from export.bundle import finish_bundle, update_manifest
 from export.onnx_export import IR_VERSION, attach_calibrated_attention
 from export.optimize import optimize_decoder
@@ -170,7 +170,7 @@ def quantize_verified(fp32_dir: Path, out_dir: Path, calibration_photos: list[Pa
     the fp32 greedy tokens; the last is kept regardless, and the manifest records each
     rejected try. Decoding is greedy with SPARC off: the measure is quantization alone.
     """
-    from edgecap.model import OnnxCaptioner
+    from edgecap.core.model import OnnxCaptioner
 
     images = [read_image(p) for p in parity_photos]
     fp32 = OnnxCaptioner.load(fp32_dir, provider="cpu")

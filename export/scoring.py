@@ -1,7 +1,7 @@
 """Caption scores used while building a model: checkpoint selection, the SPARC sweep and
 the self-critical reward.
 
-Every CIDEr number here is edgecap's CIDEr-D (edgecap/cider.py, which matches
+Every CIDEr number here is edgecap's CIDEr-D (edgecap/metrics/cider.py, which matches
 pycocoevalcap's to 1e-9 on the same tokens) over edgecap's caption tokenizer: the metric
 and the words the model card reports, not a second implementation.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgecap.cider import CiderD
-from edgecap.chair import chair_metrics, chair_objects, load_chair_table
+from edgecap.metrics.chair import chair_metrics, chair_objects, load_chair_table
+from edgecap.metrics.cider import CiderD
 
 
 def cider_d(predictions: list[str], references: list[list[str]]) -> float:
@@ -20,7 +20,7 @@ def cider_d(predictions: list[str], references: list[list[str]]) -> float:
 
 
 def score(predictions: list[str], references: list[list[str]], synonyms: Path | None) -> dict[str, float]:
-    """CIDEr-D, CHAIR (edgecap.chair), mean length and distinct words of the predictions."""
+    """CIDEr-D, CHAIR (edgecap.metrics.chair), mean length and distinct words of the predictions."""
     preds = {str(i): p for i, p in enumerate(predictions)}
     refs = {str(i): r for i, r in enumerate(references)}
     chair = chair_metrics(preds, refs, load_chair_table(synonyms))

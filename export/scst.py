@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edgecap.cider import CiderD
-from edgecap.decoding import DecodingOptions, Pool
+from edgecap.core.decoding import DecodingOptions, Pool
+from edgecap.metrics.cider import CiderD
 from export.data import DEFAULT_DATA, CaptionData, feature_cache, pad_ids
 from export.pipeline import load_checkpoint, save_checkpoint
 from export.scoring import HallucinationCounter, rounded, score
@@ -53,7 +53,7 @@ def sample_captions(model, grid: torch.Tensor, samples: int, max_new_tokens: int
                     temperature: float = 1.0) -> torch.Tensor:
     """(B*samples, 1 + max_new_tokens) token ids: BOS, sampled words, EOS then PAD.
 
-    Sampled by edgecap.decoding (one loop per photo, as at run time), each photo with a
+    Sampled by edgecap.core.decoding (one loop per photo, as at run time), each photo with a
     random stream drawn from torch's, so torch.manual_seed fixes the samples.
     """
     options = DecodingOptions(beam_size=1, temperature=temperature, min_length=0, max_length=max_new_tokens,

@@ -1,6 +1,6 @@
 """Tune SPARC (alpha, beta, tau, selection layer) on the val split, through the shipped decode loop.
 
-The captions come from edgecap.decoding with the options a bundle ships (the `brief`
+The captions come from edgecap.core.decoding with the options a bundle ships (the `brief`
 preset: beam 3, no repeated trigrams; greedy with `--decoding greedy`): from a torch
 checkpoint through export.torch_decoder on cached backbone features, or from a bundle
 through the edgecap runtime itself, its memory reranking included when it has one.
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecap.calibration import CalibrationSpec
-from edgecap.decoding import DecodingOptions, preset
+from edgecap.core.calibration import CalibrationSpec
+from edgecap.core.decoding import DecodingOptions, preset
 from export.data import DEFAULT_DATA, feature_cache, load_records
 from export.scoring import rounded, score
 
@@ -83,8 +83,8 @@ class BundleCaptions:
 
     def __init__(self, bundle_dir: Path, n_images: int, options: DecodingOptions, data_dir: Path,
                  threads: int | None = None):
-        from edgecap.image import read_image
-        from edgecap.model import OnnxCaptioner, VisualFeatures
+        from edgecap.core.image import read_image
+        from edgecap.core.model import OnnxCaptioner, VisualFeatures
 
         self.captioner = OnnxCaptioner.load(bundle_dir, provider="cpu", threads=threads)
         records = load_records(data_dir, split="val")[:n_images]

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from edgecap.calibration import CalibrationSpec
+from edgecap.core.calibration import CalibrationSpec
 from export.model import Captioner, CaptionerConfig
 from export.pipeline import export_bundle
 from export.tokenizer import build_word_tokenizer

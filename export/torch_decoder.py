@@ -1,7 +1,7 @@
-"""The torch captioner behind edgecap.decoding's step interface, so training-time decoding
+"""The torch captioner behind edgecap.core.decoding's step interface, so training-time decoding
 (teacher captions, per-epoch validation, SPARC sweeps, self-critical samples) runs the
 loop that ships: the same logit rules, beam search, sampling and SPARC gains
-(edgecap/calibration.py) as the runtime, on the torch weights being trained.
+(edgecap/core/calibration.py) as the runtime, on the torch weights being trained.
 
 `export.generate.sparc_generate` stays as the independent reference the parity tests
 compare the exported graphs against; nothing here uses it.
@@ -13,10 +13,10 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from edgecap.bundle import TokenSpec
-from edgecap.calibration import CalibrationSpec
-from edgecap.decoding import Decoded, DecodingOptions, Pool, decode_pool
-from edgecap.model import VisualFeatures
+from edgecap.core.bundle import TokenSpec
+from edgecap.core.calibration import CalibrationSpec
+from edgecap.core.decoding import Decoded, DecodingOptions, Pool, decode_pool
+from edgecap.core.model import VisualFeatures
 from export.model import Captioner
 from export.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 
@@ -67,7 +67,7 @@ def visual_features(model: Captioner, grid: torch.Tensor) -> VisualFeatures:
 def decode_grid(model: Captioner, grid: torch.Tensor, options: DecodingOptions = GREEDY,
                 calibration: CalibrationSpec | None = None, pool: Pool = Pool(),
                 seeds: list[int] | None = None, batch: int = 64) -> list[list[Decoded]]:
-    """Each photo's [main decode, pool rows...] through edgecap.decoding.decode_pool.
+    """Each photo's [main decode, pool rows...] through edgecap.core.decoding.decode_pool.
 
     calibration None decodes with SPARC off. One loop per photo, as the runtime runs;
     the visual keys/values are computed `batch` photos at a time.

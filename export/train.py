@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edgecap.calibration import CalibrationSpec
+from edgecap.core.calibration import CalibrationSpec
 from export.data import DEFAULT_DATA, CaptionData, feature_cache, pad_ids
 from export.model import Captioner, CaptionerConfig
 from export.pipeline import load_checkpoint, save_checkpoint

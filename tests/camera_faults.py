@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgecap.frames import Frame, FrameSource
+from edgecap.narration.frames import Frame, FrameSource
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ def photo_paths() -> list[Path]:
 
 @pytest.fixture(scope="session")
 def photos(photo_paths) -> list[np.ndarray]:
-    from edgecap.image import read_image
+    from edgecap.core.image import read_image
 
     return [read_image(p) for p in photo_paths]
 
@@ -40,6 +40,6 @@ def tiny(tiny_bundle):
 
 @pytest.fixture(scope="session")
 def tiny_captioner(tiny_bundle):
-    from edgecap.model import OnnxCaptioner
+    from edgecap.core.model import OnnxCaptioner
 
     return OnnxCaptioner.load(tiny_bundle, provider="cpu")

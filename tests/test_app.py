@@ -21,9 +21,9 @@ from PySide6.QtWidgets import QWidget  # noqa: E402
 from edgecap.app.keymap import ACTIONS  # noqa: E402
 from edgecap.app.settings import AppSettings, load_settings, save_settings  # noqa: E402
 from edgecap.app.window import NOTHING_YET, MainWindow  # noqa: E402
-from edgecap.decoding import preset  # noqa: E402
-from edgecap.frames import FrameSourceError, MemorySource  # noqa: E402
-from edgecap.image import read_image  # noqa: E402
+from edgecap.core.decoding import preset  # noqa: E402
+from edgecap.core.image import read_image  # noqa: E402
+from edgecap.narration.frames import FrameSourceError, MemorySource  # noqa: E402
 
 from conftest import ASSETS, REPO  # noqa: E402
 
@@ -39,7 +39,7 @@ def spoken(captioner, rgb, detail="brief"):
 
 @pytest.fixture(scope="module")
 def captioner():
-    from edgecap.model import OnnxCaptioner
+    from edgecap.core.model import OnnxCaptioner
 
     return OnnxCaptioner.load(provider="cpu")
 
@@ -121,7 +121,7 @@ def test_each_shortcut_triggers_its_action(make_window, qtbot, monkeypatch):
 def test_read_text_is_disabled_with_a_reason_until_text_reading_exists(make_window, qtbot):
     window = make_window()
     try:
-        from edgecap.reading import shared_reader  # noqa: F401
+        from edgecap.vision.reading import shared_reader  # noqa: F401
     except ImportError:
         assert not window.actions["read"].isEnabled()
         assert "not available" in accessible(window.buttons["read"], QAccessible.Text.Description)
@@ -132,7 +132,7 @@ def test_read_text_is_disabled_with_a_reason_until_text_reading_exists(make_wind
 
 
 def test_t_reads_the_text_of_the_open_picture(make_window, qtbot):
-    pytest.importorskip("edgecap.reading")
+    pytest.importorskip("edgecap.vision.reading")
     pytest.importorskip("rapidocr")
     import cv2
     import numpy as np
@@ -266,7 +266,7 @@ def test_settings_are_saved_and_bad_ones_fall_back(tmp_path):
 
 def test_who_speaks_routes_to_the_screen_reader(make_window, qtbot):
     from edgecap.app.voice import RoutedVoice
-    from edgecap.voices import ProcessVoice, TextVoice
+    from edgecap.audio.voices import ProcessVoice, TextVoice
 
     assert not RoutedVoice(ProcessVoice("espeak"), "edgecap").through_reader
     assert RoutedVoice(ProcessVoice("espeak"), "screen_reader").through_reader
@@ -303,7 +303,7 @@ def test_the_readme_keyboard_map_is_the_apps():
 
 
 def test_closing_stops_camera_narration_and_speech(make_window, qtbot):
-    from edgecap.frames import Looping, Paced
+    from edgecap.narration.frames import Looping, Paced
 
     cat = read_image(ASSETS / "chelsea.jpg")
     window = make_window(open_source=lambda: Paced(Looping(lambda: MemorySource([cat] * 5, fps=10))))
@@ -316,7 +316,7 @@ def test_closing_stops_camera_narration_and_speech(make_window, qtbot):
 
 
 def test_a_missing_speech_engine_is_shown_and_announced(make_window, qtbot, monkeypatch):
-    import edgecap.voices as voices
+    import edgecap.audio.voices as voices
 
     monkeypatch.setattr(voices, "espeak_binary", lambda: None)  # as on a machine without espeak-ng
     monkeypatch.setattr(voices, "pyttsx3_available", lambda: False)

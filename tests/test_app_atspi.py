@@ -105,9 +105,9 @@ def _skip_if_no_xcb(proc, log):
 def test_the_screen_reader_sees_every_control_and_hears_describe(desktop, tmp_path):
     from edgecap.app.keymap import ACTIONS
     from edgecap.app.workers import SharedCaptioner, spoken_description
-    from edgecap.decoding import preset
-    from edgecap.image import read_image
-    from edgecap.model import OnnxCaptioner
+    from edgecap.core.decoding import preset
+    from edgecap.core.image import read_image
+    from edgecap.core.model import OnnxCaptioner
 
     app, log = start_app(desktop, tmp_path, "--image", str(ASSETS / "chelsea.jpg"))
     try:

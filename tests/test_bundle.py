@@ -3,8 +3,8 @@ import shutil
 
 import pytest
 
-from edgecap.bundle import BundleError, load_bundle
-from edgecap.model import OnnxCaptioner
+from edgecap.core.bundle import BundleError, load_bundle
+from edgecap.core.model import OnnxCaptioner
 
 
 @pytest.fixture()

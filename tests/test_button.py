@@ -3,7 +3,7 @@ import importlib.util
 import time
 from pathlib import Path
 
-from edgecap.controls import COMMANDS, SocketControl
+from edgecap.narration.controls import COMMANDS, SocketControl
 
 SCRIPT = Path(__file__).resolve().parents[1] / "packaging" / "raspberrypi" / "edgecap_button.py"
 spec = importlib.util.spec_from_file_location("edgecap_button", SCRIPT)

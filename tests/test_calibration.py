@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edgecap.calibration import CalibrationSpec, SparcState, sparc_update
+from edgecap.core.calibration import CalibrationSpec, SparcState, sparc_update
 
 SPEC = CalibrationSpec(alpha=1.1, beta=0.1, tau=1.5)
 

@@ -1,4 +1,4 @@
-"""The spoken decision (edgecap.caption, edgecap.grounding) on real photos and hand-made evidence."""
+"""The spoken decision (edgecap.caption, edgecap.vision.grounding) on real photos and hand-made evidence."""
 import json
 import subprocess
 import sys
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from edgecap.caption import CANT_TELL, CONFIDENCES, Describer, evidence_statement, looks_like_texture
-from edgecap.decision_metrics import DECISION_KEYS, decision_metrics
-from edgecap.grounding import GroundingRules, caption_classes, gather, judge
-from edgecap.perception import Detection, Perception
+from edgecap.evaluation.decision_metrics import DECISION_KEYS, decision_metrics
+from edgecap.vision.grounding import GroundingRules, caption_classes, gather, judge
+from edgecap.vision.perception import Detection, Perception
 
 RULES = GroundingRules(sure={"cup": 0.8}, likely={"cup": 0.5}, default_sure=0.6, default_likely=0.4, face=0.8,
                        label_sure=0.7, label_likely=0.3)
@@ -109,7 +109,7 @@ def test_decision_metrics():
 @pytest.fixture(scope="module")
 def describer():
     from edgecap.caption import describer_for
-    from edgecap.model import OnnxCaptioner
+    from edgecap.core.model import OnnxCaptioner
 
     d = describer_for(OnnxCaptioner.load(provider="cpu"))
     assert d.perceiver is not None, "the shipped bundle has no perception members"
@@ -118,7 +118,7 @@ def describer():
 
 @pytest.fixture(scope="module")
 def asset_results(describer, photos):
-    from edgecap.decoding import preset
+    from edgecap.core.decoding import preset
 
     return dict(zip(["chelsea", "coffee", "astronaut", "rocket"], describer.describe(photos, preset("brief"))))
 
@@ -187,11 +187,11 @@ class ScriptedDescriber:
 
 
 def test_narration_does_not_repeat_i_cant_tell_for_the_same_scene(tmp_path):
-    from edgecap.frames import MemorySource
-    from edgecap.narrate import EventLog, Narrator
-    from edgecap.scene import SceneChange
-    from edgecap.speech import SpeechWorker
-    from edgecap.voices import TextVoice
+    from edgecap.audio.speech import SpeechWorker
+    from edgecap.audio.voices import TextVoice
+    from edgecap.narration.frames import MemorySource
+    from edgecap.narration.narrate import EventLog, Narrator
+    from edgecap.narration.scene import SceneChange
 
     script = [(CANT_TELL, "unknown"), (CANT_TELL, "unknown"), ("A dog runs.", "sure"), (CANT_TELL, "unknown"),
               (CANT_TELL, "unknown")]
@@ -228,7 +228,7 @@ def test_eval_reports_the_decision_per_source(tmp_path, photo_paths):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads(out.read_text())
-    from edgecap.evaluate import METRIC_KEYS
+    from edgecap.evaluation.evaluate import METRIC_KEYS
 
     assert set(METRIC_KEYS) | set(DECISION_KEYS) <= set(metrics)
     assert set(metrics["by_source"]) == {"coco", "flickr8k"}

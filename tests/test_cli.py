@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edgecap.image import DARK_MESSAGE, UNIFORM_MESSAGE, exposure_problem
+from edgecap.core.image import DARK_MESSAGE, UNIFORM_MESSAGE, exposure_problem
 
 
 def edgecap(*args, check=False):
@@ -82,7 +82,7 @@ def test_runtime_imports_without_torch():
             "    if name.split('.')[0] in ('torch', 'transformers', 'onnx'): raise ImportError(name)\n"
             "    return real(name, *a, **k)\n"
             "builtins.__import__ = guard\n"
-            "import edgecap, edgecap.model, edgecap.cli, edgecap.decoding, edgecap.bench\n"
+            "import edgecap, edgecap.core.model, edgecap.cli, edgecap.core.decoding, edgecap.evaluation.bench\n"
             "print('ok')")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stdout.strip() == "ok", proc.stderr

@@ -18,8 +18,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from edgecap.decoding import DecodingOptions  # noqa: E402
-from edgecap.image import normalize, resize_for_model  # noqa: E402
+from edgecap.core.decoding import DecodingOptions  # noqa: E402
+from edgecap.core.image import normalize, resize_for_model  # noqa: E402
 from export.tiny import TINY_TEXT  # noqa: E402
 
 ARCHS = ["blip", "vision-encoder-decoder", "git"]
@@ -82,7 +82,7 @@ def fit_captions(arch, model, tokenizer, processor, prompt, eos):
     After ~1 s of fitting the model is peaked and ends its captions as a trained one
     does; the captions still differ per photo and SPARC still changes some.
     """
-    from edgecap.image import read_image
+    from edgecap.core.image import read_image
 
     pixels = processor(images=[read_image(ASSETS / f"{name}.jpg") for name in FIT_CAPTIONS],
                        return_tensors="pt").pixel_values
@@ -158,7 +158,7 @@ def hf_logits(arch, model, pixels, input_ids):
 
 @pytest.fixture(scope="module", params=ARCHS)
 def converted(request, tmp_path_factory, photos):
-    from edgecap.model import OnnxCaptioner
+    from edgecap.core.model import OnnxCaptioner
     from export.convert import convert, load_hf_checkpoint
 
     arch = request.param
@@ -190,7 +190,7 @@ def test_step_module_matches_transformers_forward(converted):
 
 
 def test_onnx_decoder_matches_torch_step(converted):
-    from edgecap.model import VisualFeatures
+    from edgecap.core.model import VisualFeatures
 
     cap, runtime = converted.captioner, converted.runtime
     rows = len(converted.pixels)
@@ -242,7 +242,7 @@ def test_sparc_captions_equal_torch_sparc_generate(converted, photos):
 
 
 def test_int8_bundle_keeps_most_tokens(converted, photo_paths, tmp_path):
-    from edgecap.bundle import load_bundle
+    from edgecap.core.bundle import load_bundle
     from export.convert import quantize_converted
 
     int8_dir = quantize_converted(converted.bundle, tmp_path / "int8", photo_paths)
@@ -260,7 +260,7 @@ def test_int8_bundle_keeps_most_tokens(converted, photo_paths, tmp_path):
 
 # --- what the bundle carries --------------------------------------------------------------
 def test_bundle_carries_tokenizer_preprocessing_and_contract(converted):
-    from edgecap.bundle import load_bundle
+    from edgecap.core.bundle import load_bundle
 
     bundle = load_bundle(converted.bundle)
     processor = transformers.AutoImageProcessor.from_pretrained(converted.source)

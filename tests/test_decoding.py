@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from edgecap.decoding import DecodingOptions, _banned_ngram_tokens, preset
+from edgecap.core.decoding import DecodingOptions, _banned_ngram_tokens, preset
 
 BASE = dict(min_length=0, max_length=16, rerank=False)  # the decode loop alone, not the memory's choice
 
@@ -89,7 +89,7 @@ def test_banned_ngrams():
 def test_sampling_shared_rows_draws_as_one_row_each():
     """Rows that share a distribution (same words so far) are sampled from it once, yet every row
     keeps its own draw, in order: the tokens equal sampling each row separately."""
-    from edgecap.decoding import _log_softmax, _sample
+    from edgecap.core.decoding import _log_softmax, _sample
 
     rng = np.random.default_rng(5)
     logprobs = _log_softmax(rng.standard_normal((3, 500)).astype(np.float32) * 3)

@@ -19,7 +19,7 @@ def edgecap(*args, timeout=300):
 
 
 def test_bundle_verifies_is_int8_and_small():
-    from edgecap.bundle import load_bundle
+    from edgecap.core.bundle import load_bundle
 
     bundle = load_bundle(MODEL)
     assert bundle.manifest["quantization"]["decoder"].startswith("int8")

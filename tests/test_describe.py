@@ -16,10 +16,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edgecap.describe import RESULT_FIELDS, BatchDescriber, DescribeOptions, describe_library, plan_workers
-from edgecap.library_photos import decode_photo, find_photos, jpeg_size
-from edgecap.decoding import preset
-from edgecap.sidecars import read_description, write_sidecar
+from edgecap.core.decoding import preset
+from edgecap.library.describe import RESULT_FIELDS, BatchDescriber, DescribeOptions, describe_library, plan_workers
+from edgecap.library.library_photos import decode_photo, find_photos, jpeg_size
+from edgecap.library.sidecars import read_description, write_sidecar
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "assets"
@@ -111,9 +111,9 @@ def test_read_text_needs_the_reader(tmp_path):
     shutil.copy(ASSETS / "coffee.jpg", folder)
     proc = subprocess.run([sys.executable, "-m", "edgecap", "describe", str(folder), "--read-text", "--no-rerank",
                            "--out", str(tmp_path / "t.jsonl")], cwd=REPO, capture_output=True, text=True)
-    if importlib.util.find_spec("edgecap.reading") is None:
+    if importlib.util.find_spec("edgecap.vision.reading") is None:
         assert proc.returncode != 0
-        assert "edgecap.reading" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+        assert "edgecap.vision.reading" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     else:
         assert proc.returncode == 0, proc.stderr
         assert "text" in records(tmp_path / "t.jsonl")[0]
@@ -186,7 +186,7 @@ def test_heic_is_described_with_pillow_heif_or_skipped_with_a_count(tmp_path):
 
 
 def test_large_jpegs_are_decoded_scaled_small_ones_exactly(tmp_path, photos):
-    from edgecap.image import read_image
+    from edgecap.core.image import read_image
 
     for path, rgb in zip(sorted(ASSETS.glob("*.jpg")), [read_image(p) for p in sorted(ASSETS.glob("*.jpg"))]):
         data = path.read_bytes()
@@ -200,7 +200,7 @@ def test_large_jpegs_are_decoded_scaled_small_ones_exactly(tmp_path, photos):
 
 
 def test_a_sidecar_that_is_not_xmp_is_left_alone(tmp_path):
-    from edgecap.sidecars import SidecarError
+    from edgecap.library.sidecars import SidecarError
 
     photo = tmp_path / "IMG_2.jpg"
     (tmp_path / "IMG_2.jpg.xmp").write_text("my own notes, not XML")

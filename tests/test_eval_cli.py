@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("pycocoevalcap")
 
-from edgecap.evaluate import METRIC_KEYS  # noqa: E402
+from edgecap.evaluation.evaluate import METRIC_KEYS  # noqa: E402
 
 REFS = {
     "chelsea": ["A ginger cat lies on a wooden floor.", "A cat looks at the camera."],

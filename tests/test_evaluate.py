@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecap import chair, text_normalise
-from edgecap import evaluate as ev
+from edgecap.evaluation import evaluate as ev
+from edgecap.metrics import chair, text_normalise
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -37,7 +37,7 @@ def _no_java(monkeypatch):
 def test_module_imports_with_numpy_only():
     code = (
         "import importlib.util, sys\n"
-        f"spec = importlib.util.spec_from_file_location('ev', {str(REPO / 'edgecap' / 'evaluate.py')!r})\n"
+        f"spec = importlib.util.spec_from_file_location('ev', {str(REPO / 'edgecap' / 'evaluation' / 'evaluate.py')!r})\n"
         "module = sys.modules['ev'] = importlib.util.module_from_spec(spec)\n"
         "spec.loader.exec_module(module)\n"
         "heavy = [m for m in ('torch', 'pycocoevalcap', 'matplotlib', 'sentence_transformers') if m in sys.modules]\n"

@@ -6,12 +6,12 @@ import cv2
 import numpy as np
 import pytest
 
-from edgecap.colours import colour_name
-from edgecap.frames import (CameraSource, FrameSourceError, ImageFolderSource, Looping, MemorySource, Paced,
+from edgecap.audio.tones import brightness_to_pitch
+from edgecap.narration.colours import colour_name
+from edgecap.narration.frames import (CameraSource, FrameSourceError, ImageFolderSource, Looping, MemorySource, Paced,
                             VideoSource, parse_size, usable)
-from edgecap.scene import (ExposureChange, SameScene, SceneChange, SceneDetector, SceneOptions, cosine_distance,
+from edgecap.narration.scene import (ExposureChange, SameScene, SceneChange, SceneDetector, SceneOptions, cosine_distance,
                            hash_distance, measure)
-from edgecap.tones import brightness_to_pitch
 
 from camera_faults import Faults, FaultySource  # tests/camera_faults.py
 

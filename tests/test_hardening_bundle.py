@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import edgecap.bundle as bundle_module
-from edgecap.bundle import MANIFEST_DIGEST, BundleError, load_bundle, write_manifest
-from edgecap.image import read_image
+import edgecap.core.bundle as bundle_module
+from edgecap.core.bundle import MANIFEST_DIGEST, BundleError, load_bundle, write_manifest
+from edgecap.core.image import read_image
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "models" / "edgecap-base"
@@ -117,7 +117,7 @@ def test_members_are_size_checked_before_hashing(user_bundle):
 
 
 def test_a_memory_that_unpacks_to_gigabytes_or_holds_nans_is_refused(user_bundle):
-    from edgecap.model import OnnxCaptioner
+    from edgecap.core.model import OnnxCaptioner
 
     bomb = user_bundle / "memory.npz"
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as z, z.open("keys.npy", "w", force_zip64=True) as f:
@@ -154,8 +154,8 @@ def test_tokenizers_that_do_not_fit_the_model_are_refused(user_bundle):
 
 def test_external_weights_come_from_the_bundle_only(user_bundle, tmp_path, monkeypatch):
     onnx = pytest.importorskip("onnx")
-    from edgecap.decoding import preset
-    from edgecap.model import OnnxCaptioner
+    from edgecap.core.decoding import preset
+    from edgecap.core.model import OnnxCaptioner
 
     photo = read_image(REPO / "assets" / "coffee.jpg")
     expected = OnnxCaptioner.load(SHIPPED, provider="cpu").caption([photo], preset("brief"))[0].caption

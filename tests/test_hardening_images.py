@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edgecap.image import (INCOMPLETE_MESSAGE, DecodeLimits, ImageError, ImageIncomplete, as_rgb, decode_image,
+from edgecap.core.image import (INCOMPLETE_MESSAGE, DecodeLimits, ImageError, ImageIncomplete, as_rgb, decode_image,
                            display_name, exposure_problem, read_image)
-from edgecap.imageheader import HeaderError, probe
+from edgecap.core.imageheader import HeaderError, probe
 
 
 def png(width, height, colour=2, idat=b"", extra=b""):

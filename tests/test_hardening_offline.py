@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecap.controls import send_command
+from edgecap.narration.controls import send_command
 
 REPO = Path(__file__).resolve().parents[1]
 HAS_MODEL = (REPO / "models" / "edgecap-base" / "manifest.json").is_file()

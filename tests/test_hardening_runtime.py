@@ -14,12 +14,12 @@ import cv2
 import numpy as np
 import pytest
 
-from edgecap.controls import SocketControl, send_command
-from edgecap.frames import VideoSource
-from edgecap.image import INCOMPLETE_MESSAGE
-from edgecap.speech import SpeechWorker
-from edgecap.speech_output import OutputCheck, check_output
-from edgecap.voices import ProcessVoice, SpeechError, espeak_binary, returned_too_soon, speak
+from edgecap.audio.speech import SpeechWorker
+from edgecap.audio.speech_output import OutputCheck, check_output
+from edgecap.audio.voices import ProcessVoice, SpeechError, espeak_binary, returned_too_soon, speak
+from edgecap.core.image import INCOMPLETE_MESSAGE
+from edgecap.narration.controls import SocketControl, send_command
+from edgecap.narration.frames import VideoSource
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "assets"
@@ -108,7 +108,7 @@ def test_output_check_looks_for_a_device_that_can_play(tmp_path):
     env = {"XDG_RUNTIME_DIR": str(tmp_path)}
     if not sys.platform.startswith("linux"):
         pytest.skip("the device check reads Linux /proc/asound")
-    from edgecap.speech_output import audio_output_device
+    from edgecap.audio.speech_output import audio_output_device
     assert audio_output_device(asound, env=env) is None  # capture only: nothing can play
     (asound / "pcm").write_text("00-00: ALC892 Analog : ALC892 Analog : playback 1 : capture 1\n")
     assert "ALSA device 00-00" in audio_output_device(asound, env=env)

@@ -5,10 +5,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from edgecap.bundle import BundleError
-from edgecap.dataset_eval import parse_variant
-from edgecap.decoding import preset
-from edgecap.memory import MEMORY_FILE, CaptionMemory, MemorySettings
+from edgecap.core.bundle import BundleError
+from edgecap.core.decoding import preset
+from edgecap.core.memory import MEMORY_FILE, CaptionMemory, MemorySettings
+from edgecap.evaluation.dataset_eval import parse_variant
 
 DOG, CAT = "a dog runs on the grass", "a cat sits on a sofa"
 
@@ -51,7 +51,7 @@ def bundle_with_memory(tiny_bundle, tmp_path):
 def test_reranking_picks_the_candidate_the_memory_supports(bundle_with_memory, tiny_captioner, photos):
     # A memory that holds each photo's greedy caption, one neighbour: the photo itself. The
     # reranked caption must then be the greedy one, where beam search says something else.
-    from edgecap.model import OnnxCaptioner
+    from edgecap.core.model import OnnxCaptioner
     from export.memory import write_memory
 
     brief = preset("brief", rerank=False)
@@ -70,7 +70,7 @@ def test_reranking_picks_the_candidate_the_memory_supports(bundle_with_memory, t
 
 
 def test_add_memory_from_photos_and_tampering(bundle_with_memory, photo_paths):
-    from edgecap.model import OnnxCaptioner
+    from edgecap.core.model import OnnxCaptioner
     from export.memory import add_memory
 
     (bundle_with_memory / "eval").mkdir()

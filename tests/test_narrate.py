@@ -13,16 +13,16 @@ import cv2
 import numpy as np
 import pytest
 
-from edgecap.controls import send_command
-from edgecap.decoding import preset
-from edgecap.frames import Frame, FrameSource, MemorySource, Paced, VideoSource
-from edgecap.image import read_image
-from edgecap.narrate import CUES, EventLog, NarrateOptions, Narrator
-from edgecap.repeats import near_duplicate
-from edgecap.scene import SceneOptions, cosine_distance
-from edgecap.speech import SpeechWorker
-from edgecap.tones import TonePlayer
-from edgecap.voices import ProcessVoice, TextVoice, espeak_binary
+from edgecap.audio.repeats import near_duplicate
+from edgecap.audio.speech import SpeechWorker
+from edgecap.audio.tones import TonePlayer
+from edgecap.audio.voices import ProcessVoice, TextVoice, espeak_binary
+from edgecap.core.decoding import preset
+from edgecap.core.image import read_image
+from edgecap.narration.controls import send_command
+from edgecap.narration.frames import Frame, FrameSource, MemorySource, Paced, VideoSource
+from edgecap.narration.narrate import CUES, EventLog, NarrateOptions, Narrator
+from edgecap.narration.scene import SceneOptions, cosine_distance
 
 from camera_faults import Faults, FaultySource  # tests/camera_faults.py
 
@@ -40,7 +40,7 @@ TINY_SEMANTIC_THRESHOLD = 0.01
 @pytest.fixture(scope="module")
 def model(request):
     """(captioner, semantic threshold): the shipped model when installed, else the tiny one."""
-    from edgecap.model import OnnxCaptioner
+    from edgecap.core.model import OnnxCaptioner
 
     if (REAL_MODEL / "manifest.json").is_file():
         return OnnxCaptioner.load(REAL_MODEL, provider="cpu"), SceneOptions.semantic_threshold
@@ -451,7 +451,7 @@ def test_cli_quits_on_q_from_the_keyboard(tiny_bundle, tmp_path, photo_paths):
 
 def test_runtime_modules_import_without_torch():
     code = ("import sys; sys.modules['torch'] = None\n"
-            "import edgecap.narrate, edgecap.frames, edgecap.scene, edgecap.speech, edgecap.controls\n"
+            "import edgecap.narration.narrate, edgecap.narration.frames, edgecap.narration.scene, edgecap.audio.speech, edgecap.narration.controls\n"
             "from edgecap.cli import build_parser\n"
             "assert 'narrate' in build_parser().format_help()\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)

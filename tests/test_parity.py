@@ -6,9 +6,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from edgecap.calibration import CalibrationSpec  # noqa: E402
-from edgecap.decoding import DecodingOptions  # noqa: E402
-from edgecap.image import normalize, resize_for_model  # noqa: E402
+from edgecap.core.calibration import CalibrationSpec  # noqa: E402
+from edgecap.core.decoding import DecodingOptions  # noqa: E402
+from edgecap.core.image import normalize, resize_for_model  # noqa: E402
 from export.generate import captioner_generate  # noqa: E402
 
 GREEDY = dict(beam_size=1, min_length=0, max_length=20, rerank=False)  # the decode loop alone
@@ -61,7 +61,7 @@ def test_greedy_tokens_match_torch_sparc_generate(tiny, tiny_captioner, photos, 
 
 @pytest.mark.parametrize("calibrated", [True, False], ids=["sparc-on", "sparc-off"])
 def test_training_time_decoding_is_the_shipped_loop_on_torch(tiny, tiny_captioner, photos, calibrated):
-    """export.torch_decoder drives edgecap.decoding over the torch model: greedy equals the
+    """export.torch_decoder drives edgecap.core.decoding over the torch model: greedy equals the
     reference, and beam search equals the runtime's beam search on the exported graphs."""
     from export.torch_decoder import caption_tokens
 
@@ -89,7 +89,7 @@ def test_sparc_selects_tokens_and_changes_captions(tiny_captioner, photos):
 
 
 def test_int8_bundle_keeps_most_tokens(tiny, tiny_captioner, photo_paths, photos, tmp_path):
-    from edgecap.model import OnnxCaptioner
+    from edgecap.core.model import OnnxCaptioner
     from export.quantize import parity_report, quantize_bundle
 
     int8_dir = quantize_bundle(tiny[1], tmp_path / "int8", photo_paths)

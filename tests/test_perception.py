@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgecap.bundle import BundleError, load_bundle, write_manifest
-from edgecap.perception import (ROLES, DetectorSettings, Perceiver, decode_yolox, grid_points, inside,
+from edgecap.core.bundle import BundleError, load_bundle, write_manifest
+from edgecap.vision.perception import (ROLES, DetectorSettings, Perceiver, decode_yolox, grid_points, inside,
                                 letterbox, per_class_nms, to_unit_boxes)
 
 BUNDLE = Path(__file__).resolve().parents[1] / "models" / "edgecap-base"
@@ -19,8 +19,8 @@ CPU = ["CPUExecutionProvider"]
 @pytest.fixture(scope="module")
 def seen(photo_paths):
     """name -> (Perception, rgb) for the four photos in assets/, through the shipped bundle."""
-    from edgecap.image import read_image
-    from edgecap.model import OnnxCaptioner
+    from edgecap.core.image import read_image
+    from edgecap.core.model import OnnxCaptioner
 
     captioner = OnnxCaptioner.load(BUNDLE, provider="cpu", threads=1)
     perceiver = Perceiver.from_bundle(captioner.bundle, CPU, 1)

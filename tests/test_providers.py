@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from edgecap import providers as P
+from edgecap.core import providers as P
 
 REPO = Path(__file__).resolve().parents[1]
 ENCODER = REPO / "models" / "edgecap-base" / "encoder.onnx"
@@ -77,17 +77,17 @@ def test_narration_says_once_that_the_accelerator_was_not_used(monkeypatch, tmp_
 
     import onnxruntime as ort
 
-    import edgecap.model
-    from edgecap.decoding import preset
-    from edgecap.frames import MemorySource
-    from edgecap.narrate import EventLog, NarrateOptions, Narrator
-    from edgecap.speech import SpeechWorker
-    from edgecap.voices import TextVoice
+    import edgecap.core.model
+    from edgecap.audio.speech import SpeechWorker
+    from edgecap.audio.voices import TextVoice
+    from edgecap.core.decoding import preset
+    from edgecap.narration.frames import MemorySource
+    from edgecap.narration.narrate import EventLog, NarrateOptions, Narrator
 
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime really has CUDA")
-    monkeypatch.setattr(edgecap.model, "resolve_providers", lambda requested: ["CUDAExecutionProvider", P.CPU])
-    captioner = edgecap.model.OnnxCaptioner.load(REPO / "models" / "edgecap-base")
+    monkeypatch.setattr(edgecap.core.model, "resolve_providers", lambda requested: ["CUDAExecutionProvider", P.CPU])
+    captioner = edgecap.core.model.OnnxCaptioner.load(REPO / "models" / "edgecap-base")
     assert captioner.provider == P.CPU and "CUDAExecutionProvider" in P.captioner_fallback(captioner)
     log = EventLog(tmp_path / "log.jsonl")
     speech = SpeechWorker(TextVoice(), replace_pending=False)

@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edgecap.read_aloud import NO_TEXT, caption_clause, spoken_blocks
-from edgecap.reading import Reading, ReadingError, ReadOptions, TextReader, keep_line, scripts_for
-from edgecap.reading_order import TextBlock, TextLine, arrange
+from edgecap.vision.read_aloud import NO_TEXT, caption_clause, spoken_blocks
+from edgecap.vision.reading import Reading, ReadingError, ReadOptions, TextReader, keep_line, scripts_for
+from edgecap.vision.reading_order import TextBlock, TextLine, arrange
 
 pytest.importorskip("rapidocr")
 
@@ -104,7 +104,7 @@ OFFLINE = textwrap.dedent("""
     socket.create_connection = refuse
     socket.getaddrinfo = refuse
     import cv2, numpy as np
-    from edgecap.reading import TextReader, model_dir
+    from edgecap.vision.reading import TextReader, model_dir
     before = sorted(os.listdir(model_dir()))
     img = np.full((240, 640, 3), 235, np.uint8)
     cv2.putText(img, "NO ENTRY", (40, 150), cv2.FONT_HERSHEY_DUPLEX, 2.5, (0, 0, 160), 5)
@@ -126,7 +126,7 @@ def test_reading_is_offline_with_an_empty_home_and_cache(tmp_path):
 
 
 def test_missing_models_are_an_error_not_a_download(monkeypatch):
-    import edgecap.reading as reading
+    import edgecap.vision.reading as reading
 
     monkeypatch.setitem(reading.MODEL_FILES, "Rec", "absent_rec.onnx")
     with pytest.raises(ReadingError, match="missing"):
@@ -155,7 +155,7 @@ def test_cli_reads_prints_json_and_says_when_there_is_no_text(photos, photo_path
 
 
 def test_text_channel_says_new_text_once(photos):
-    from edgecap.text_channel import TextChannel
+    from edgecap.narration.text_channel import TextChannel
 
     said, events = [], []
     channel = TextChannel(lambda text, kind, t, force=False: said.append(text) or "queued",
@@ -178,11 +178,11 @@ def test_text_channel_says_new_text_once(photos):
 
 
 def test_narrate_text_channel_reads_a_label_held_still(photos, tmp_path):
-    from edgecap.controls import KEYS, parse_command
-    from edgecap.frames import MemorySource
-    from edgecap.narrate import EventLog, NarrateOptions, Narrator
-    from edgecap.speech import SpeechWorker
-    from edgecap.voices import TextVoice
+    from edgecap.audio.speech import SpeechWorker
+    from edgecap.audio.voices import TextVoice
+    from edgecap.narration.controls import KEYS, parse_command
+    from edgecap.narration.frames import MemorySource
+    from edgecap.narration.narrate import EventLog, NarrateOptions, Narrator
 
     assert parse_command("read") == "read" and KEYS["t"] == "read"
     frames = [sign(photos[3], [("PHARMACY", 2.0)])] * 10  # 2 s at 5 fps
@@ -223,7 +223,7 @@ def test_small_blurred_lines_found_as_one_block_are_read_line_by_line(reader, ph
 
 
 def test_line_bands_and_their_boxes():
-    from edgecap.text_crops import band_box, line_bands
+    from edgecap.vision.text_crops import band_box, line_bands
 
     crop = np.full((90, 300, 3), (30, 30, 200), np.uint8)
     for i, text in enumerate(["ONE", "TWO"]):

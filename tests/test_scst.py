@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("pycocoevalcap")
 
-from edgecap.cider import CiderD  # noqa: E402
+from edgecap.metrics.cider import CiderD  # noqa: E402
 from export.scoring import HallucinationCounter  # noqa: E402
 from export.scst import sample_captions, sequence_log_probs  # noqa: E402
 from export.tokenizer import BOS_ID, EOS_ID, PAD_ID  # noqa: E402
@@ -36,7 +36,7 @@ def _val_references(n=200):
 def test_cider_d_matches_pycocoevalcap_on_real_captions():
     from pycocoevalcap.cider.cider import Cider
 
-    from edgecap.text_normalise import simple_tokenize
+    from edgecap.metrics.text_normalise import simple_tokenize
 
     refs = _val_references()
     # each photo's candidate: another photo's first caption, or a clipped own caption

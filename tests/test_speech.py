@@ -8,10 +8,10 @@ import wave
 import numpy as np
 import pytest
 
-from edgecap.repeats import REPEAT_THRESHOLD, content_words, near_duplicate, text_similarity
-from edgecap.speech import SpeechWorker
-from edgecap.tones import TonePlayer, sine_tone, wav_bytes
-from edgecap.voices import (ProcessVoice, SpeechError, TextVoice, espeak_binary, pick_engine, pyttsx3_available, speak,
+from edgecap.audio.repeats import REPEAT_THRESHOLD, content_words, near_duplicate, text_similarity
+from edgecap.audio.speech import SpeechWorker
+from edgecap.audio.tones import TonePlayer, sine_tone, wav_bytes
+from edgecap.audio.voices import (ProcessVoice, SpeechError, TextVoice, espeak_binary, pick_engine, pyttsx3_available, speak,
                             speech_command)
 
 

@@ -14,7 +14,7 @@ onnx = pytest.importorskip("onnx")
 
 def twenty_four_photos():
     """24 real photos: val photos of ../shared/data when present, else crops and flips of assets/."""
-    from edgecap.image import read_image
+    from edgecap.core.image import read_image
 
     captions = SHARED_DATA / "captioned" / "captions.jsonl"
     if captions.exists():
@@ -32,13 +32,13 @@ def twenty_four_photos():
 
 @pytest.fixture(scope="module")
 def shipped():
-    from edgecap.model import OnnxCaptioner
+    from edgecap.core.model import OnnxCaptioner
 
     return OnnxCaptioner.load(threads=1)
 
 
 def test_same_photo_same_words_alone_or_in_any_batch(shipped):
-    from edgecap.decoding import preset
+    from edgecap.core.decoding import preset
 
     photos = twenty_four_photos()
     assert len(photos) == 24
@@ -100,9 +100,9 @@ def test_shipped_decoder_never_dequantizes_a_weight_per_step_and_keeps_its_capti
     """The int8 head against the graph it replaced (DequantizeLinear -> Transpose -> MatMul, rebuilt here)."""
     from onnx import helper
 
-    from edgecap.decoding import DecodingOptions
-    from edgecap.model import OnnxCaptioner, OnnxDecoder
-    from edgecap.providers import create_session
+    from edgecap.core.decoding import DecodingOptions
+    from edgecap.core.model import OnnxCaptioner, OnnxDecoder
+    from edgecap.core.providers import create_session
 
     model = onnx.load_from_string(shipped.bundle.read_verified("decoder"))
     producers = {o: n for n in model.graph.node for o in n.output}
@@ -139,7 +139,7 @@ def test_shipped_decoder_never_dequantizes_a_weight_per_step_and_keeps_its_capti
 def test_memory_statistics_are_stored_and_equal_a_rebuild(shipped):
     import io
 
-    from edgecap.cider import CiderD
+    from edgecap.metrics.cider import CiderD
 
     with np.load(io.BytesIO(shipped.bundle.read_verified("memory"))) as z:
         assert "df_ngrams" in z and int(z["df_docs"]) == len(shipped.memory.captions)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-import edgecap.streams
+import edgecap.narration.streams
 from edgecap.cli import main
-from edgecap.streams import Router, source_count, split_sources, stream_log_path
+from edgecap.narration.streams import Router, source_count, split_sources, stream_log_path
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_MODEL = REPO / "models" / "edgecap-base"
@@ -27,8 +27,8 @@ def test_two_slideshows_share_one_model_and_each_gets_its_own_captions(tmp_path,
             shutil.copy(photo, folder)
         folders.append(folder)
     loads = []
-    real_load = edgecap.streams.load_captioner
-    monkeypatch.setattr(edgecap.streams, "load_captioner", lambda args: loads.append(args) or real_load(args))
+    real_load = edgecap.narration.streams.load_captioner
+    monkeypatch.setattr(edgecap.narration.streams, "load_captioner", lambda args: loads.append(args) or real_load(args))
     log = tmp_path / "narration.jsonl"
     code = main(["narrate", "--images", str(folders[0]), "--images", str(folders[1]), "--seconds-per-image", "2",
                  "--speech", "none", "--no-keyboard", "--quiet", "--log-json", str(log), "--provider", "cpu"])

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from make_tiny_bundle import MAX_BYTES, bundle_bytes
 
-from edgecap.bundle import load_bundle
-from edgecap.decoding import DecodingOptions, preset
-from edgecap.memory import MEMORY_FILE
+from edgecap.core.bundle import load_bundle
+from edgecap.core.decoding import DecodingOptions, preset
+from edgecap.core.memory import MEMORY_FILE
 
 FIX = "run `python tests/make_tiny_bundle.py` and commit tests/data/edgecap-tiny"
 
@@ -35,7 +35,7 @@ def test_committed_bundle_is_what_the_script_makes(tiny_bundle, tiny_captioner, 
     pytest.importorskip("torch")
     from make_tiny_bundle import make_tiny_bundle
 
-    from edgecap.model import OnnxCaptioner
+    from edgecap.core.model import OnnxCaptioner
 
     fresh = make_tiny_bundle(tmp_path / "edgecap-tiny")
     committed_manifest, fresh_manifest = (json.loads((p / "manifest.json").read_text()) for p in (tiny_bundle, fresh))

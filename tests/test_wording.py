@@ -6,8 +6,8 @@ import pytest
 
 from conftest import SHARED_DATA
 from edgecap.caption import Describer
-from edgecap.grounding import GroundingRules
-from edgecap.perception import Detection, Perception
+from edgecap.vision.grounding import GroundingRules
+from edgecap.vision.perception import Detection, Perception
 from edgecap.wording import CLOTHING, PERSON_KIND_OF, flaws, generic, repaired, specifics, words
 
 # Candidates the shipped model wrote for assets/ and COCO train photos.
@@ -78,7 +78,7 @@ class _NoMemory:
 def val_flickr():
     if not CAPTIONS.is_file():
         pytest.skip("needs ../shared/data")
-    from edgecap.image import read_image
+    from edgecap.core.image import read_image
     rows = [json.loads(line) for line in CAPTIONS.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r["split"] == "val" and r["source"] == "flickr8k"][:16]
     return [read_image(CAPTIONS.parent / r["file"]) for r in rows]
@@ -86,7 +86,7 @@ def val_flickr():
 
 def test_the_shipped_model_says_no_unchecked_specifics_as_sure(val_flickr, photos):
     from edgecap.caption import describer_for
-    from edgecap.model import Captioner
+    from edgecap.core.model import Captioner
 
     results = describer_for(Captioner.load(provider="cpu")).describe(val_flickr + photos)
     sure = [r.caption for r in results if r.confidence == "sure"]

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QApplication
 
 from edgecap.app.settings import config_file, load_settings
 from edgecap.app.window import MainWindow
-from edgecap.image import ImageError, read_image
+from edgecap.core.image import ImageError, read_image
 
 ICON = Path(__file__).resolve().parent / "resources" / "edgecap.svg"
 

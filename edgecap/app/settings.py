@@ -13,7 +13,7 @@ SPEAKERS = {"edgecap": "edgecap's own voice", "screen_reader": "my screen reader
 VOICES = ("auto", "pyttsx3", "espeak", "none")
 DETAILS = ("brief", "detailed")
 # Narration sensitivity -> the scene detector's semantic threshold (lower: new scenes sooner).
-# "medium" is SceneOptions' measured default; see edgecap/scene.py for what the distances mean.
+# "medium" is SceneOptions' measured default; see edgecap/narration/scene.py for what the distances mean.
 SENSITIVITY = {"low": 0.40, "medium": 0.30, "high": 0.22}
 PROVIDERS = ("auto", "cpu", "cuda", "tensorrt", "openvino", "qnn", "coreml")
 

@@ -1,6 +1,6 @@
 """Who speaks: edgecap's own voice, or the user's screen reader.
 
-Both go through one `edgecap.speech.SpeechWorker`, so repeats are dropped, "stop" cuts
+Both go through one `edgecap.audio.speech.SpeechWorker`, so repeats are dropped, "stop" cuts
 speech off and live captions replace stale ones the same way in either case. Only the
 last step differs: a child process that speaks, or an announcement handed to the GUI
 thread, which passes it to the screen reader (QAccessibleAnnouncementEvent: AT-SPI on
@@ -12,9 +12,9 @@ import logging
 
 from PySide6.QtCore import QObject, Signal
 
-from edgecap.speech import SpeechWorker
-from edgecap.speech_output import check_output
-from edgecap.voices import SpeechError, make_voice
+from edgecap.audio.speech import SpeechWorker
+from edgecap.audio.speech_output import check_output
+from edgecap.audio.voices import SpeechError, make_voice
 
 log = logging.getLogger("edgecap")
 

@@ -23,7 +23,7 @@ from edgecap.app.settings import AppSettings
 from edgecap.app.theme import stylesheet
 from edgecap.app.voice import open_speech
 from edgecap.app.workers import Camera, CaptionWorker, ModelHolder, qimage_from_rgb, rgb_from_qimage
-from edgecap.image import ImageError, read_image
+from edgecap.core.image import ImageError, read_image
 
 log = logging.getLogger("edgecap")
 
@@ -32,13 +32,13 @@ NOTHING_YET = "Nothing described yet. Press Space to describe."
 
 
 def find_reader():
-    """(rgb -> the text to say, None) when text reading (edgecap.reading) is installed, else (None, why not)."""
+    """(rgb -> the text to say, None) when text reading (edgecap.vision.reading) is installed, else (None, why not)."""
     try:
-        from edgecap.reading import shared_reader
+        from edgecap.vision.reading import shared_reader
     except ImportError as exc:
         return None, f"Reading text is not available in this version of edgecap ({exc})."
     try:
-        from edgecap.read_aloud import NO_TEXT, spoken_blocks  # what `edgecap read` says, block by block
+        from edgecap.vision.read_aloud import NO_TEXT, spoken_blocks  # what `edgecap read` says, block by block
     except ImportError:
         NO_TEXT, spoken_blocks = "No text found.", lambda reading: [reading.text] if reading.text else []
 
@@ -263,7 +263,7 @@ class MainWindow(ActionHandlers, QMainWindow):
     def _request(self, kind: str, rgb: np.ndarray, label: str) -> None:
         self.set_status(f"{'Reading' if kind == 'read' else 'Describing'} {label}…")
         if self.settings.earcons and not self.voice.through_reader:
-            from edgecap.tones import TonePlayer
+            from edgecap.audio.tones import TonePlayer
 
             self.tones = self.tones or TonePlayer()
             self.tones.play(880.0, 0.06)
@@ -273,7 +273,7 @@ class MainWindow(ActionHandlers, QMainWindow):
             self.worker.describe(rgb, label, self.decoding())
 
     def decoding(self):
-        from edgecap.decoding import preset
+        from edgecap.core.decoding import preset
 
         return preset(self.settings.detail, calibrate=self.settings.calibration)
 
@@ -303,7 +303,7 @@ class MainWindow(ActionHandlers, QMainWindow):
 
     # --- the camera ----------------------------------------------------------------------------
     def _open_camera(self):
-        from edgecap.frames import CameraSource, FrameSourceError
+        from edgecap.narration.frames import CameraSource, FrameSourceError
 
         if self.settings.camera < 0:
             raise FrameSourceError("the camera is turned off in the settings")
@@ -314,8 +314,8 @@ class MainWindow(ActionHandlers, QMainWindow):
         return camera
 
     def _make_narrator(self, source, event_log):
-        from edgecap.narrate import Narrator
-        from edgecap.scene import SceneOptions
+        from edgecap.narration.narrate import Narrator
+        from edgecap.narration.scene import SceneOptions
 
         return Narrator(source, self.model.get(), self.decoding(), self.speech, event_log,
                         SceneOptions(semantic_threshold=self.settings.scene_threshold))
@@ -340,7 +340,7 @@ class MainWindow(ActionHandlers, QMainWindow):
             self.set_status(text)
 
     def _load_default_model(self):
-        from edgecap.model import OnnxCaptioner
+        from edgecap.core.model import OnnxCaptioner
 
         return OnnxCaptioner.load(self.settings.model or None, provider=self.settings.provider)
 

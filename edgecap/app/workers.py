@@ -14,8 +14,8 @@ import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal
 from PySide6.QtGui import QImage
 
-from edgecap.capture import SourceHealth
-from edgecap.frames import Frame, FrameSource, FrameSourceError
+from edgecap.narration.capture import SourceHealth
+from edgecap.narration.frames import Frame, FrameSource, FrameSourceError
 
 log = logging.getLogger("edgecap")
 
@@ -188,7 +188,7 @@ class Camera(QObject):
     """Reads the camera on its own thread: preview frames always, a Narrator while narration is on.
 
     `open_source()` returns a FrameSource or raises FrameSourceError; `make_narrator(source,
-    log)` builds an edgecap.narrate.Narrator around the tapped source. The narrator owns the
+    log)` builds an edgecap.narration.narrate.Narrator around the tapped source. The narrator owns the
     source while it runs (its Capture thread reads it); between narrations this thread reads it.
     """
 

@@ -2,7 +2,7 @@
 # The recipe of the shipped default model, models/edgecap-base (run from the repo root):
 # a calibrated teacher and its SPARC sweep; a student distilled from it, fine-tuned
 # self-critically (CIDEr-D reward minus hallucinated objects), its sweep; both in int8;
-# then the shipped bundle's caption memory (edgecap/memory.py).
+# then the shipped bundle's caption memory (edgecap/core/memory.py).
 # CPU-only it takes about 2.5 hours on 2 cores (teacher 55 min, student 40 min, fine-tuning
 # 18 min); backbone features are cached under cache/. A stage whose output already exists
 # is skipped, so an interrupted run resumes; delete runs/ to start over.

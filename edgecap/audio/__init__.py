@@ -1,0 +1,1 @@
+"""What is heard: voices, the speech worker, can-it-be-heard checks, repeats, tones."""

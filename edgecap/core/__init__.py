@@ -1,0 +1,2 @@
+"""The captioner itself: a verified bundle, the onnxruntime sessions, the decode loop, SPARC
+calibration and the memory reranker."""

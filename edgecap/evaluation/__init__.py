@@ -1,0 +1,1 @@
+"""How good and how fast: the metrics driver, decision metrics, `edgecap eval`, `edgecap bench`."""

@@ -1,0 +1,1 @@
+"""What is really in a photo: detectors, grounding of a caption's claims, reading text."""

@@ -1,0 +1,92 @@
+"""Second looks at hard text for the reader (edgecap/vision/reading.py): other views of a weak line's
+crop (turned half a turn, contrast stretched, sharpened), a block of several lines cut into its
+lines, and a contrast-equalised copy of the photo for the detector."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def equalised_copy(bgr: np.ndarray) -> np.ndarray:
+    """Local contrast equalised (CLAHE on the lightness), so faint text stands out."""
+    lab = cv2.cvtColor(bgr, cv2.COLOR_BGR2LAB)
+    lab[..., 0] = cv2.createCLAHE(clipLimit=3.0, tileGridSize=(8, 8)).apply(lab[..., 0])
+    return cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
+
+
+def stretch(crop: np.ndarray) -> np.ndarray:
+    """The crop's lightness range stretched to the full 0-255 (faint text on a plain ground)."""
+    grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    lo, hi = np.percentile(grey, (2, 98))
+    if hi - lo < 4:
+        return crop
+    return np.clip((crop.astype(np.float32) - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+
+
+def sharpen(crop: np.ndarray) -> np.ndarray:
+    """Unsharp mask, after enlarging small crops to the recogniser's 48 px height."""
+    h = crop.shape[0]
+    if h < 48:
+        crop = cv2.resize(crop, None, fx=48 / h, fy=48 / h, interpolation=cv2.INTER_CUBIC)
+    soft = cv2.GaussianBlur(crop, (0, 0), 2.0)
+    return cv2.addWeighted(crop, 1.8, soft, -0.8, 0)
+
+
+# name -> crop -> (the other view, whether it is the other way up)
+CROP_VIEWS = {"flip": lambda c: (np.ascontiguousarray(np.rot90(c, 2)), True),
+              "stretch": lambda c: (stretch(c), False),
+              "sharpen": lambda c: (sharpen(c), False),
+              "stretch_flip": lambda c: (np.ascontiguousarray(np.rot90(stretch(c), 2)), True)}
+
+
+def line_bands(crop: np.ndarray) -> list[tuple[float, float]]:
+    """Rows of ink in a crop, as (top, bottom) shares of its height with a margin: the lines of a
+    block. Ink is the minority side of an Otsu threshold; [] when the rows do not part cleanly."""
+    grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    h, w = grey.shape
+    if h < 16:
+        return []
+    _, bw = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    ink = bw > 0
+    if ink.mean() > 0.5:
+        ink = ~ink
+    rows = ink[:, w // 20: w - w // 20].mean(1) > 0.02
+    runs, start = [], None
+    for y, on in enumerate(list(rows) + [False]):
+        if on and start is None:
+            start = y
+        elif not on and start is not None:
+            if y - start >= 4:
+                runs.append([start, y])
+            start = None
+    merged = []
+    for run in runs:  # a gap of a pixel or two is inside a line (a thin stroke), not between lines
+        if merged and run[0] - merged[-1][1] <= 2:
+            merged[-1][1] = run[1]
+        else:
+            merged.append(run)
+    if len(merged) > 6:
+        return []
+    median = float(np.median([y1 - y0 for y0, y1 in merged]))
+    merged = [(y0, y1) for y0, y1 in merged if y1 - y0 <= 2 * median]  # lines of a block are alike
+    if len(merged) < 2:
+        return []
+    bands = []
+    for y0, y1 in merged:
+        pad = 0.35 * (y1 - y0)
+        bands.append((max(0.0, (y0 - pad) / h), min(1.0, (y1 + pad) / h)))
+    return bands
+
+
+def band_box(box: np.ndarray, r0: float, r1: float, tall: bool, flipped: bool) -> np.ndarray:
+    """The image corners of the rows r0-r1 (shares of height) of the upright crop cut from `box`
+    (rapidocr's order: the crop's top left, top right, bottom right, bottom left)."""
+    if (r0, r1) == (0.0, 1.0):
+        return box
+    if flipped:  # the classifier turned the crop half a turn
+        r0, r1 = 1 - r1, 1 - r0
+    p0, p1, p2, p3 = box
+    if tall:  # turned a quarter counter-clockwise: its rows are the cut's columns, right to left
+        c0, c1 = 1 - r1, 1 - r0
+        return np.array([p0 + c0 * (p1 - p0), p0 + c1 * (p1 - p0), p3 + c1 * (p2 - p3), p3 + c0 * (p2 - p3)])
+    return np.array([p0 + r0 * (p3 - p0), p1 + r0 * (p2 - p1), p1 + r1 * (p2 - p1), p0 + r1 * (p3 - p0)])
