@@ -45,11 +45,15 @@ class TorchDecoder:
         return empty, empty.clone()
 
     @torch.no_grad()
-    def step(self, input_ids: np.ndarray, cache, visual_rows, gain: np.ndarray):
-        logits, past_k, past_v, attention = self.model.step(torch.from_numpy(np.asarray(input_ids, np.int64)),
-                                                            cache[0], cache[1], visual_rows[0], visual_rows[1],
-                                                            torch.from_numpy(gain))
-        return logits.float().numpy(), (past_k, past_v), attention.float().numpy()
+    def step(self, input_ids: np.ndarray, cache, visual_rows, gain: np.ndarray, attention="all"):
+        """`attention` as edgecap.core.decoding.StepModel: "all", one layer index, or None."""
+        logits, past_k, past_v, att = self.model.step(torch.from_numpy(np.asarray(input_ids, np.int64)),
+                                                      cache[0], cache[1], visual_rows[0], visual_rows[1],
+                                                      torch.from_numpy(gain))
+        if attention is None:
+            return logits.float().numpy(), (past_k, past_v), None
+        att = att.float().numpy()
+        return logits.float().numpy(), (past_k, past_v), att if attention == "all" else att[attention]
 
     def reorder_cache(self, cache, index: np.ndarray):
         rows = torch.from_numpy(np.asarray(index, np.int64))

@@ -163,14 +163,15 @@ def decoder_step(captioner, rows: int = 1, past: int = 8, repeats: int = 200) ->
 
     visual = VisualFeatures(*(rng.standard_normal((arch.n_layers, 1, arch.n_heads, arch.n_visual, arch.head_dim))
                               .astype(np.float32) for _ in range(2)), np.zeros((1, arch.pooled_dim), np.float32))
-    cache = dec.empty_cache(rows)
     rows_visual = dec.start(visual, rows)
     gain = np.ones((arch.n_layers, rows, arch.n_visual), np.float32)
     ids = rng.integers(4, arch.vocab_size, size=(rows, past)).astype(np.int64)
-    _, cache, _ = dec.step(ids, cache, rows_visual, gain)
     token = ids[:, :1]
     wall, cpu = [], []
     for _ in range(repeats):
+        # A fresh prefix each time: onnxruntime < 1.30 may overwrite a bound step's inputs in place,
+        # so stepping twice from one cache would grow it past max_length.
+        _, cache, _ = dec.step(ids, dec.empty_cache(rows), rows_visual, gain)
         with _Clock() as c:
             dec.step(token, cache, rows_visual, gain)
         wall.append(c.wall_ms)
