@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from edgecap.caption import describer_for  # noqa: E402
 from edgecap.core.decoding import DecodingOptions  # noqa: E402
 from edgecap.core.image import as_rgb, read_image  # noqa: E402
-from edgecap.core.model import Captioner  # noqa: E402
+from edgecap.core.model import OnnxCaptioner  # noqa: E402
 
 
 def main() -> int:
@@ -51,7 +51,7 @@ def main() -> int:
         flickr = sample(flickr, args.flickr)
     chosen = coco + flickr
 
-    captioner = Captioner.load(args.model, threads=1)
+    captioner = OnnxCaptioner.load(args.model, threads=1)
     describer = describer_for(captioner)
     memory = captioner.memory
     done = json.loads(args.out.read_text()) if args.out.is_file() else {}

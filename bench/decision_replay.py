@@ -134,10 +134,10 @@ def main() -> int:
     ap.add_argument("--dump", type=Path, default=None, help="write key -> sentence, confidence, named")
     args = ap.parse_args()
 
-    from edgecap.core.model import Captioner
+    from edgecap.core.model import OnnxCaptioner
     cache = json.loads(args.cache.read_text())
     table = load_chair_table(args.synonyms)
-    captioner = Captioner.load(args.model, threads=1)
+    captioner = OnnxCaptioner.load(args.model, threads=1)
     base = Describer.for_captioner(captioner)
     variants = [("bundle", {})] + [(s, json.loads(s)) for s in args.set]
     for label, overrides in variants:

@@ -23,9 +23,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "tests")]  # tests/socket_flood.py: the same flood the test uses
 
 from edgecap.narration.controls import send_command  # noqa: E402
+from socket_flood import idle_clients  # noqa: E402  (tests/)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,14 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             while not (log.exists() and "caption" in log.read_text()) and proc.poll() is None:
                 time.sleep(0.2)
-            while len(idle) < args.clients and proc.poll() is None:
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                try:
-                    s.connect(str(sock))
-                    idle.append(s)
-                except BlockingIOError:
-                    s.close()
-                    time.sleep(0.01)
+            idle = idle_clients(sock, args.clients, lambda: proc.poll() is None)
             flooded_at = time.time()
             answered = send_command(sock, "describe", timeout=10)
             rc = proc.wait(args.seconds + 300)

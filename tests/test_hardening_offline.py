@@ -5,7 +5,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from edgecap.narration.controls import send_command
+from socket_flood import idle_clients
 
 REPO = Path(__file__).resolve().parents[1]
 HAS_MODEL = (REPO / "models" / "edgecap-base" / "manifest.json").is_file()
@@ -75,14 +75,7 @@ def test_a_long_narration_opens_no_network_socket_and_outlives_a_client_flood(tm
 
     try:
         wait_for(lambda: log.exists() and "caption" in log.read_text())
-        while len(idle) < flood and proc.poll() is None:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                s.connect(str(sock))
-                idle.append(s)
-            except BlockingIOError:
-                s.close()
-                time.sleep(0.01)
+        idle += idle_clients(sock, flood, lambda: proc.poll() is None)
         flooded_at = time.time()
         assert send_command(sock, "describe", timeout=5) == "ok"
         # Captions go on after the flood, for at least 16 s in all: onnxruntime looks up its

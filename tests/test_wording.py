@@ -86,9 +86,9 @@ def val_flickr():
 
 def test_the_shipped_model_says_no_unchecked_specifics_as_sure(val_flickr, photos):
     from edgecap.caption import describer_for
-    from edgecap.core.model import Captioner
+    from edgecap.core.model import OnnxCaptioner
 
-    results = describer_for(Captioner.load(provider="cpu")).describe(val_flickr + photos)
+    results = describer_for(OnnxCaptioner.load(provider="cpu")).describe(val_flickr + photos)
     sure = [r.caption for r in results if r.confidence == "sure"]
     assert len(sure) >= 6, [r.caption for r in results]
     for caption in sure:
