@@ -197,6 +197,11 @@ def test_large_jpegs_are_decoded_scaled_small_ones_exactly(tmp_path, photos):
     scaled = decode_photo(encoded.tobytes(), "big.jpg", 896)
     assert scaled.shape == (1000, 1500, 3)  # 1/4: the shorter side stays >= 896
     assert jpeg_size(b"\x89PNG\r\n") is None
+    # Scaled or not, a cut file is reported, as `edgecap caption` reports it, never described.
+    from edgecap.core.image import ImageError
+
+    with pytest.raises(ImageError, match="big.jpg: .*(incomplete|truncated)"):
+        decode_photo(encoded.tobytes()[: len(encoded) * 9 // 10], "big.jpg", 896)
 
 
 def test_a_sidecar_that_is_not_xmp_is_left_alone(tmp_path):

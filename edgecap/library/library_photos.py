@@ -4,12 +4,13 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from edgecap.core.image import ImageError, decode_image
+from edgecap.core.image import DEFAULT_LIMITS, ImageError, decode_image
+from edgecap.core.imageheader import HeaderError, probe
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 HEIF_SUFFIXES = {".heic", ".heif"}  # read through Pillow when pillow-heif is installed
@@ -51,7 +52,7 @@ def decode_photo(data: bytes, label: str, min_side: int = 0) -> np.ndarray:
     A JPEG whose shorter side is at least twice `min_side` is decoded at 1/2, 1/4 or 1/8 scale
     (libjpeg scales while decoding), keeping that side >= min_side: a 24-megapixel photo is
     72 MB decoded and OpenCV's decoder briefly holds twice that, more than a worker may use,
-    for a model that looks at 224 pixels.
+    for a model that looks at 224 pixels. Every file goes through `decode_image`'s checks.
     """
     suffix = Path(label).suffix.lower()
     if suffix in HEIF_SUFFIXES:
@@ -62,29 +63,17 @@ def decode_photo(data: bytes, label: str, min_side: int = 0) -> np.ndarray:
         scale *= 2
     if scale == 1:
         return decode_image(data, label)
-    flag = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}[scale]
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
-    if bgr is None or bgr.size == 0:
-        raise ImageError(f"{label}: not a readable image (corrupt or unsupported format)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    # A longest side of 1/scale makes decode_image pick that libjpeg scale.
+    return decode_image(data, label, replace(DEFAULT_LIMITS, max_side=max(size) // scale))
 
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
     """(height, width) from a JPEG's frame header, without decoding; None if not a JPEG."""
-    if data[:2] != b"\xff\xd8":
+    try:
+        header = probe(data)
+    except HeaderError:
         return None
-    i = 2
-    while i + 9 <= len(data) and data[i] == 0xFF:
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-        elif 0xD0 <= marker <= 0xD9 or marker == 0x01:  # markers without a length
-            i += 2
-        elif 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
-            return int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
-        else:
-            i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
-    return None
+    return (header.height, header.width) if header.format == "JPEG" else None
 
 
 def _decode_heif(data: bytes, label: str) -> np.ndarray:
