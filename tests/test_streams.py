@@ -81,3 +81,23 @@ def test_sources_are_split_in_order_and_voice_commands_go_to_one_narrator():
         route(word)
     assert narrators[0].words == ["describe", "faster", "mute", "quit"]
     assert narrators[1].words == ["describe", "quit"]
+
+
+def test_several_sources_check_that_speech_can_be_heard(tmp_path, photo_paths, monkeypatch, caplog):
+    import edgecap.audio.speech_output as speech_output
+    import edgecap.audio.voices as voices
+
+    asked = []
+    monkeypatch.setattr(voices, "pick_engine", lambda choice: "espeak")
+    monkeypatch.setattr(speech_output, "check_output", lambda engine: asked.append(engine) or speech_output.OutputCheck(
+        False, engine, "no audio output device"))
+    folders = []
+    for name in ("a", "b"):
+        folders.append(tmp_path / name)
+        folders[-1].mkdir()
+        shutil.copy(photo_paths[0], folders[-1])
+    log = tmp_path / "n.jsonl"
+    code = main(["narrate", "--images", str(folders[0]), "--images", str(folders[1]), "--speech", "espeak",
+                 "--no-keyboard", "--quiet", "--log-json", str(log), "--provider", "cpu"])
+    assert code == 0 and asked == ["espeak"]
+    assert "speech cannot be heard: no audio output device; printing only" in caplog.text

@@ -73,3 +73,22 @@ def check_output(engine: str = "auto", *, synthesize: bool = True, asound: Path 
             except SpeechError as exc:
                 return OutputCheck(False, name, f"{name} cannot make audio: {exc}")
     return OutputCheck(True, name, f"{name} speaks through {device}")
+
+
+def narration_engine(choice: str, wav_dir) -> str:
+    """The engine narration speaks with: "none", with a warning, when none is found or what it
+    says could not be heard (a WAV folder is a place that hears everything)."""
+    import logging
+
+    from edgecap.audio.voices import pick_engine
+
+    log = logging.getLogger("edgecap")
+    engine = pick_engine(choice)
+    if engine == "none" and choice == "auto":
+        log.warning("no speech engine found (install espeak-ng); printing only")
+    elif engine != "none" and wav_dir is None:
+        heard = check_output(engine)  # never silence that looks like success
+        if not heard.ok:
+            log.warning("speech cannot be heard: %s; printing only", heard.reason)
+            engine = "none"
+    return engine

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from edgecap.audio.repeats import REPEAT_THRESHOLD
 from edgecap.audio.speech import SpeechWorker
-from edgecap.audio.speech_output import check_output
+from edgecap.audio.speech_output import narration_engine
 from edgecap.audio.tones import TonePlayer
-from edgecap.audio.voices import make_voice, pick_engine
+from edgecap.audio.voices import make_voice
 from edgecap.cli_args import add_decoding_args, add_model_args, decoding_options, load_captioner
 from edgecap.narration.frames import FrameSourceError, open_source, parse_size
 from edgecap.narration.narrate import CHANNELS, EventLog, NarrateOptions, Narrator
@@ -70,14 +70,7 @@ def cmd_narrate(args) -> int:
         return narrate_streams(args)
     args = single_source(args)
     channel = "colour" if args.channel == "color" else args.channel
-    engine = pick_engine(args.speech)
-    if engine == "none" and args.speech == "auto":
-        log.warning("no speech engine found (install espeak-ng); printing only")
-    elif engine != "none" and args.speech_wav_dir is None:
-        heard = check_output(engine)  # never silence that looks like success
-        if not heard.ok:
-            log.warning("speech cannot be heard: %s; printing only", heard.reason)
-            engine = "none"
+    engine = narration_engine(args.speech, args.speech_wav_dir)
     with ExitStack() as cleanup:
         try:
             # The source first: a wrong path or camera number should not wait for the model.

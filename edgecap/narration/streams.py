@@ -16,7 +16,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from edgecap.audio.speech import SpeechWorker
-from edgecap.audio.voices import make_voice, pick_engine
+from edgecap.audio.speech_output import narration_engine
+from edgecap.audio.voices import make_voice
 from edgecap.cli_args import decoding_options, load_captioner
 from edgecap.core.providers import CPU
 from edgecap.narration.controls import KEY_HELP, KeyboardControl, SocketControl
@@ -125,7 +126,7 @@ def narrate_streams(args) -> int:
     if channel != "scene":
         print("edgecap: error: several sources work with --channel scene only", file=sys.stderr)
         return 2
-    engine = pick_engine(args.speech)
+    engine = narration_engine(args.speech, args.speech_wav_dir)
     per_source = split_sources(args)
     with ExitStack() as cleanup:
         sources = []
