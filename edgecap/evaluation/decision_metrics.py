@@ -12,17 +12,14 @@ as sure, precision of hedges, and a risk-coverage curve.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from collections import Counter
 from pathlib import Path
 
-from edgecap.metrics.chair import ChairTable, chair_objects, load_chair_table, singular
+from edgecap.metrics.chair import ChairTable, chair_metrics, chair_objects, load_chair_table, ratio, singular
 from edgecap.metrics.text_normalise import simple_tokenize
 
 DECISION_KEYS = ("coverage", "chair_s_sure", "chair_i_sure", "hedged_precision", "unknown_rate", "n_sure",
                  "n_hedged", "n_unknown")
-
-
-def _ratio(a: int, b: int) -> float | None:
-    return None if b == 0 else a / b
 
 
 def decision_metrics(spoken: Mapping[str, object], references: Mapping[str, list[str]],
@@ -30,29 +27,21 @@ def decision_metrics(spoken: Mapping[str, object], references: Mapping[str, list
     """``spoken``: key -> object with caption, confidence, named (edgecap.caption.SpokenCaption)."""
     table = table or load_chair_table()
     n = len(spoken)
-    sure = hedged = unknown = 0
-    mentions = wrong_mentions = wrong_captions = 0
     hedge_named = hedge_right = 0
+    counts = Counter(s.confidence for s in spoken.values())
     for key, s in spoken.items():
-        refs = references[key]
-        truth = {obj for ref in refs for obj in chair_objects(ref, table)}
-        if s.confidence == "sure":
-            sure += 1
-            objects = chair_objects(s.caption, table)
-            wrong = [o for o in objects if o not in truth]
-            mentions += len(objects)
-            wrong_mentions += len(wrong)
-            wrong_captions += bool(wrong)
-        elif s.confidence == "hedged":
-            hedged += 1
+        if s.confidence == "hedged":
+            refs = references[key]
+            truth = {obj for ref in refs for obj in chair_objects(ref, table)}
             for name in s.named:
                 hedge_named += 1
                 hedge_right += mentioned(name, refs, truth, table)
-        else:
-            unknown += 1
-    return {"coverage": _ratio(sure, n), "chair_s_sure": _ratio(wrong_captions, sure),
-            "chair_i_sure": _ratio(wrong_mentions, mentions), "hedged_precision": _ratio(hedge_right, hedge_named),
-            "unknown_rate": _ratio(unknown, n), "n_sure": sure, "n_hedged": hedged, "n_unknown": unknown}
+    sure = counts["sure"]
+    unknown = n - sure - counts["hedged"]
+    chair = chair_metrics({k: s.caption for k, s in spoken.items() if s.confidence == "sure"}, references, table)
+    return {"coverage": ratio(sure, n), "chair_s_sure": chair["chair_s"], "chair_i_sure": chair["chair_i"],
+            "hedged_precision": ratio(hedge_right, hedge_named), "unknown_rate": ratio(unknown, n),
+            "n_sure": sure, "n_hedged": counts["hedged"], "n_unknown": unknown}
 
 
 def mentioned(name: str, refs: list[str], truth: set[str], table: ChairTable) -> bool:

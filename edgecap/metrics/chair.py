@@ -183,16 +183,16 @@ def chair_metrics(predictions: Mapping[str, str], references: Mapping[str, list[
         true_pos += len(predicted & truth)
         false_pos += len(predicted - truth)
         false_neg += len(truth - predicted)
-    precision = _ratio(true_pos, true_pos + false_pos)
-    recall = _ratio(true_pos, true_pos + false_neg)
+    precision = ratio(true_pos, true_pos + false_pos)
+    recall = ratio(true_pos, true_pos + false_neg)
     # F1 = 2tp / (2tp + fp + fn), defined when both precision and recall are.
-    f1 = None if None in (precision, recall) else _ratio(2 * true_pos, 2 * true_pos + false_pos + false_neg)
+    f1 = None if None in (precision, recall) else ratio(2 * true_pos, 2 * true_pos + false_pos + false_neg)
     return {
-        "chair_s": _ratio(captions_hallucinating, len(predictions)),
-        "chair_i": _ratio(hallucinated, mentions),
+        "chair_s": ratio(captions_hallucinating, len(predictions)),
+        "chair_i": ratio(hallucinated, mentions),
         "object_precision": precision, "object_recall": recall, "object_f1": f1,
     }
 
 
-def _ratio(numerator: int, denominator: int) -> float | None:
+def ratio(numerator: int, denominator: int) -> float | None:
     return None if denominator == 0 else numerator / denominator
