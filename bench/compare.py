@@ -79,11 +79,7 @@ def torch_eager(captioner: OnnxCaptioner, images) -> dict:
     from export.model import Captioner as TorchCaptioner, CaptionerConfig
 
     torch.set_num_threads(1)
-    recipe = captioner.bundle.manifest.get("provenance", {}).get("recipe", {})
-    fields = set(CaptionerConfig.__dataclass_fields__)
-    cfg = CaptionerConfig(**{"vocab_size": captioner.arch.vocab_size,
-                             **{k: v for k, v in recipe.items() if k in fields and k != "vocab_size"}})
-    model = TorchCaptioner(cfg).eval()
+    model = TorchCaptioner(CaptionerConfig(**captioner.bundle.manifest["config"])).eval()
     tokens = captioner.bundle.tokens
     prep = captioner.bundle.preprocessing
 
@@ -94,7 +90,7 @@ def torch_eager(captioner: OnnxCaptioner, images) -> dict:
     def run(image):
         cross_k, cross_v = model.visual_cache(model.grid_tokens(pixels(image)))
         sparc_generate(model.step, cross_k, cross_v, model.empty_cache(1), prompt_ids=tokens.prompt_ids,
-                       eos_id=tokens.eos_id, max_new_tokens=TOKENS, calibration=None, min_new_tokens=TOKENS + 1)
+                       eos_id=tokens.eos_id, max_new_tokens=TOKENS - 1, calibration=None, min_new_tokens=TOKENS)
 
     @torch.no_grad()
     def encode(image):
