@@ -251,3 +251,8 @@ def test_a_weak_line_is_read_again_the_other_way_up(photos):
     assert texts == ["West 891"] and scores == [0.99]
     with pytest.raises(ValueError, match="view"):
         ReadOptions(rescue_views="flip,mirror")
+    # Every view is cut from the crop as it is: after a half-turn re-read (flipped True) lost to an
+    # upright view, the line is upright again, whatever `flipped` said before.
+    texts, scores, flipped = ["W 91"], [0.5], [True]
+    TextReader(ReadOptions(rescue_score=0.95))._rescue([crop], texts, scores, flipped, [False], {0})
+    assert texts == ["West 891"] and flipped == [False]

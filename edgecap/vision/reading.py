@@ -210,19 +210,23 @@ class TextReader:
         upright, cls = engine.cls_and_rotate(crops)
         rec = engine.recognize_txt(upright)
         texts, scores = list(rec.txts), [float(x) for x in rec.scores]
-        flipped = ["180" in label and conf > engine.cfg.Cls.cls_thresh for label, conf in cls.cls_res]
-        self._second_look(upright, texts, scores, flipped)
-        self._rescue(upright, texts, scores, flipped)
+        # upright[i] is the box's crop turned half a turn when crop_flipped[i]; flipped[i] is
+        # which way up the kept reading of line i was made.
+        crop_flipped = ["180" in label and conf > engine.cfg.Cls.cls_thresh for label, conf in cls.cls_res]
+        flipped = list(crop_flipped)
+        reread = self._second_look(upright, texts, scores, flipped)
+        self._rescue(upright, texts, scores, flipped, crop_flipped, reread)
         bands = self._split_blocks(upright, texts, scores, h * w)
         boxes = map_boxes_to_original(det.boxes, record, h, w)
         lines, cut_from = [], []
-        for i, (box, text, score, turned, flip) in enumerate(zip(boxes, texts, scores, sideways, flipped)):
+        for i, (box, text, score, turned) in enumerate(zip(boxes, texts, scores, sideways)):
+            if i in bands:  # lines cut from upright[i] and read turned or not; shares of the read way up
+                parts, turned_again = bands[i]
+                flip = crop_flipped[i] != turned_again
+            else:
+                parts, flip = [(text, score, 0.0, 1.0)], flipped[i]
             # rapidocr turns tall crops a quarter counter-clockwise: the image text ran top to bottom.
             angle = ((270 if turned else 0) + (180 if flip else 0)) % 360
-            parts, turned_again = bands.get(i, ([(text, score, 0.0, 1.0)], False))
-            if turned_again:
-                flip = not flip
-                angle = (angle + 180) % 360
             for part, part_score, r0, r1 in parts:
                 corners = band_box(np.asarray(box, np.float64), r0, r1, turned, flip)
                 lines.append(TextLine(part.strip(), part_score, tuple((float(x) / w, float(y) / h) for x, y in corners),
@@ -287,33 +291,43 @@ class TextReader:
             raise RapidOCRError("The text detection result is empty")
         return engine.crop_text_regions(img, det.boxes), det
 
-    def _rescue(self, crops: list, texts: list, scores: list, flipped: list) -> None:
-        """Weak lines read again from other views of their crop; the most confident reading wins (in place)."""
+    def _rescue(self, crops: list, texts: list, scores: list, flipped: list, crop_flipped: list | None = None,
+                reread: set = frozenset()) -> None:
+        """Weak lines read again from other views of their crop; the most confident reading wins
+        (in place). `crop_flipped`: which crops are turned half a turn from their box (default:
+        as `flipped` says). Lines in `reread` were already read half a turn round: that view is
+        not repeated."""
         weak = [i for i, score in enumerate(scores) if score < self.options.rescue_score]
         if not weak:
             return
+        crop_flipped = list(flipped) if crop_flipped is None else crop_flipped
         views = []  # (line, image, whether this view is the other way up)
         for i in weak:
             for name in self.options.rescue_views.split(","):
-                views.append((i, *CROP_VIEWS[name](crops[i])))
+                if not (name == "flip" and i in reread):
+                    views.append((i, *CROP_VIEWS[name](crops[i])))
+        if not views:
+            return
         again = self._engine.recognize_txt([image for _, image, _ in views])
         for (i, _, turned), text, score in zip(views, again.txts, again.scores):
             if float(score) > scores[i]:
                 texts[i], scores[i] = text, float(score)
-                flipped[i] = flipped[i] != turned
+                flipped[i] = crop_flipped[i] != turned  # every view is cut from the crop as it is
 
-    def _second_look(self, crops: list, texts: list, scores: list, flipped: list) -> None:
+    def _second_look(self, crops: list, texts: list, scores: list, flipped: list) -> set:
         """Lines the orientation classifier turned the other way from most of the text are read
-        again the majority's way up; the more confident reading wins (in place)."""
+        again the majority's way up; the more confident reading wins (in place). Returns the
+        lines read again."""
         upside_down = sum(len(t) for t, f in zip(texts, flipped) if f)
         majority = upside_down > sum(len(t) for t in texts) / 2
         odd = [i for i, f in enumerate(flipped) if f != majority]
         if not odd or len(odd) == len(texts):
-            return
+            return set()
         again = self._engine.recognize_txt([np.ascontiguousarray(np.rot90(crops[i], 2)) for i in odd])
         for i, text, score in zip(odd, again.txts, again.scores):
             if float(score) > scores[i]:
                 texts[i], scores[i], flipped[i] = text, float(score), majority
+        return set(odd)
 
     def read(self, rgb: np.ndarray) -> Reading:
         """The text in an RGB uint8 image, junk removed, in reading order."""

@@ -83,7 +83,7 @@ def band_box(box: np.ndarray, r0: float, r1: float, tall: bool, flipped: bool) -
     (rapidocr's order: the crop's top left, top right, bottom right, bottom left)."""
     if (r0, r1) == (0.0, 1.0):
         return box
-    if flipped:  # the classifier turned the crop half a turn
+    if flipped:  # the rows are counted in the crop turned half a turn
         r0, r1 = 1 - r1, 1 - r0
     p0, p1, p2, p3 = box
     if tall:  # turned a quarter counter-clockwise: its rows are the cut's columns, right to left
