@@ -192,14 +192,6 @@ def image_seed(image_id: int | np.ndarray, seed: int | None) -> np.random.SeedSe
     return np.random.SeedSequence([0 if seed is None else int(seed), int(image_id)])
 
 
-def decode(model: StepModel, visual: Any, n_images: int, n_visual: int, tokens: TokenSpec,
-           options: DecodingOptions, calibration: CalibrationSpec | None,
-           seeds: list[np.random.SeedSequence] | None = None) -> list[Decoded]:
-    """Caption token ids for each image (prompt and EOS removed); one loop per image."""
-    return [decode_pool(model, visual.take(slice(i, i + 1)), n_visual, tokens, options, calibration, Pool(),
-                        None if seeds is None else seeds[i])[0] for i in range(n_images)]
-
-
 def decode_pool(model: StepModel, visual: Any, n_visual: int, tokens: TokenSpec, options: DecodingOptions,
                 calibration: CalibrationSpec | None, pool: Pool = Pool(),
                 seed: np.random.SeedSequence | int | None = None) -> list[Decoded]:

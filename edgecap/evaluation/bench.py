@@ -266,7 +266,7 @@ def run_bench(args, captioner) -> int:
     report["total_ms"] = default["median_ms"]
     report["cpu_per_wall"] = round(default["cpu_median_ms"] / default["median_ms"], 3)
     report["sparc_overhead"] = round(configs["default"]["median_ms"] / configs["sparc_off"]["median_ms"] - 1, 3)
-    report.update(greedy_decode_step(captioner, images, configs_options(options), args.runs))
+    report.update(greedy_decode_step(captioner, images, configurations(options)["greedy_rerank_off"], args.runs))
     report["decoder_graph_step"] = decoder_step(captioner)
     report["captions_per_s"] = throughput(captioner, images, options)
     report.update(cold_start(captioner.bundle.path, paths[0], args.threads, args.provider))
@@ -294,10 +294,6 @@ def run_bench(args, captioner) -> int:
     if args.json != "-":
         print_summary(report)
     return 0
-
-
-def configs_options(options):
-    return replace(options, beam_size=1, rerank=False)
 
 
 def print_summary(report: dict) -> None:

@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from edgecap.vision.reading import Reading, ReadOptions, scripts_for, shared_reader
+from edgecap.vision.reading import Reading, ReadOptions, model_dir, scripts_for, shared_reader
 from edgecap.vision.reading_order import TextLine
 
 log = logging.getLogger("edgecap")
@@ -86,11 +86,6 @@ def caption_text_reader(threads: int | None = 1):
 
     Loads the OCR models now, so that a missing package or model is one error line, not one per photo.
     """
-    try:
-        from edgecap.vision.reading import ReadOptions, model_dir
-    except ImportError as exc:
-        raise ValueError(f"--read-text needs the text reader (edgecap.vision.reading), which cannot be loaded here: "
-                         f"{exc}") from None
     model_dir()
     options = ReadOptions(threads=threads)  # the caller's share of the cores, as for the captioner
 
