@@ -160,7 +160,8 @@ class Describer:
 
     def decide_texts(self, texts: list[str], neighbours, perception) -> "Choice":
         unique = list(dict.fromkeys(texts))
-        first = self._choose(unique, neighbours)
+        scored: dict[str, float] = {}  # each text scored against the memory once
+        first = self._choose(unique, neighbours, scored)
         origin = {t: t for t in unique}  # what may be said -> the candidate it comes from
         if self.rules.reject_garbled:  # a garbled candidate is said only when a repeated last phrase can go
             origin = {}
@@ -170,7 +171,7 @@ class Describer:
                     origin.setdefault(fixed, t)
             unique = list(origin)
         if perception is None:  # a bundle without detectors: nothing can be checked, all is hedged
-            said = self._choose(unique, neighbours) if unique else first
+            said = self._choose(unique, neighbours, scored) if unique else first
             return Choice(probably(said), "hedged", origin.get(said, said), (), first, 0.0, [], 0)
         evidence = gather(perception, self.rules)
         objects = [d for dets in evidence.likely.values() for d in dets]
@@ -179,14 +180,14 @@ class Describer:
         said = {plain: t for plain, t in self._without_specifics(sure, texts).items()  # "two people": checked again
                 if plain == t or judge(plain, evidence, self.rules).level == "sure"}
         if said:
-            pick = self._choose(list(said), neighbours)
+            pick = self._choose(list(said), neighbours, scored)
             v = verdicts[said[pick]]
             return Choice(pick, "sure", origin[said[pick]], v.named, said[pick], v.margin, objects, evidence.faces)
         likely = [t for t in unique if verdicts[t].level == "likely"]
         if self.rules.specifics == "hedge":
             likely = sure + likely
         if likely:
-            pick = self._choose(likely, neighbours)
+            pick = self._choose(likely, neighbours, scored)
             v = verdicts[pick]
             return Choice(probably(pick), "hedged", origin[pick], v.named, pick, v.margin, objects, evidence.faces)
         sentence, named = evidence_statement(evidence, self.rules, self.perceiver)
@@ -209,11 +210,14 @@ class Describer:
                 said.setdefault(plain, t)
         return said
 
-    def _choose(self, texts: list[str], neighbours) -> str:
+    def _choose(self, texts: list[str], neighbours, scored: dict[str, float]) -> str:
+        """The text closest to the memory's neighbours (the first on a tie); `scored` keeps scores."""
         memory = self.captioner.memory
         if len(texts) == 1 or memory is None or neighbours is None:
             return texts[0]
-        return texts[memory.choose(texts, neighbours)]
+        missing = [t for t in texts if t not in scored]
+        scored.update(zip(missing, memory.scores(missing, neighbours)))
+        return max(texts, key=scored.__getitem__)
 
 
 def describer_for(captioner) -> Describer:

@@ -88,11 +88,14 @@ class CaptionMemory:
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         return np.take_along_axis(top, np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1), axis=1)
 
+    def scores(self, candidates: list[str], neighbours: np.ndarray) -> list[float]:
+        """How close each candidate is to the memory captions of `neighbours` (CIDEr-D)."""
+        said = [self.cider.reference_vectors(int(j))[0] for j in neighbours]
+        return [self.cider.similarity(self.cider.vector(c), said) for c in candidates]
+
     def choose(self, candidates: list[str], neighbours: np.ndarray) -> int:
         """Index of the candidate closest to the memory captions of `neighbours` (first wins ties)."""
-        said = [self.cider.reference_vectors(int(j))[0] for j in neighbours]
-        scores = [self.cider.similarity(self.cider.vector(c), said) for c in candidates]
-        return int(np.argmax(scores))
+        return int(np.argmax(self.scores(candidates, neighbours)))
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
