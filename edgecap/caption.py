@@ -17,6 +17,7 @@ other photos of a batch: perception, grounding and the memory's choice are per i
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -33,6 +34,7 @@ CANT_TELL = "I can't tell what this is."
 TOO_SMALL = "The image is too small to describe."
 MIN_SIDE = 16  # pixels; a smaller frame (a 2x2 icon) shows nothing a sentence could be about
 CONFIDENCES = ("sure", "hedged", "unknown")
+_DESCRIBER_BUILD = threading.Lock()
 # A frame whose 4x4 grid of cells all share one brightness and one contrast is a texture or
 # noise, not a scene: 0 of 872 real photos (captioned and unlabelled) come this close.
 TEXTURE_MEAN_SPREAD = 0.2
@@ -91,13 +93,14 @@ class Describer:
         """The captioner's describer, made once per provider list (a CPU fallback reloads perception)."""
         from edgecap.vision.perception import Perceiver
 
-        key = tuple(captioner.providers)
-        cached = getattr(captioner, "_describer", None)
-        if cached is None or cached[0] != key:
-            perceiver = Perceiver.from_bundle(captioner.bundle, captioner.providers, captioner.threads)
-            cached = (key, cls(captioner, perceiver))
-            captioner._describer = cached
-        return cached[1]
+        with _DESCRIBER_BUILD:  # narrator threads start together: one set of perception sessions
+            key = tuple(captioner.providers)
+            cached = getattr(captioner, "_describer", None)
+            if cached is None or cached[0] != key:
+                perceiver = Perceiver.from_bundle(captioner.bundle, captioner.providers, captioner.threads)
+                cached = (key, cls(captioner, perceiver))
+                captioner._describer = cached
+            return cached[1]
 
     # --- entry points ----------------------------------------------------------------
     def describe(self, images: list[np.ndarray], options: DecodingOptions = DecodingOptions(),

@@ -101,3 +101,37 @@ def test_several_sources_check_that_speech_can_be_heard(tmp_path, photo_paths, m
                  "--no-keyboard", "--quiet", "--log-json", str(log), "--provider", "cpu"])
     assert code == 0 and asked == ["espeak"]
     assert "speech cannot be heard: no audio output device; printing only" in caplog.text
+
+
+@pytest.mark.skipif(not (REAL_MODEL / "manifest.json").is_file(), reason="no shipped model")
+def test_every_user_of_a_shared_captioner_gets_one_describer_and_the_same_sentence(monkeypatch):
+    import threading
+
+    from edgecap.vision.perception import Perceiver
+
+    from edgecap.caption import describe_scene, describer_for
+    from edgecap.core.image import read_image
+    from edgecap.core.decoding import preset
+    from edgecap.core.model import OnnxCaptioner
+    from edgecap.core.shared_captioner import SharedCaptioner
+
+    builds = []
+    real_build = Perceiver.from_bundle.__func__
+    monkeypatch.setattr(Perceiver, "from_bundle", classmethod(lambda cls, *a: builds.append(a) or real_build(cls, *a)))
+    shared = SharedCaptioner(OnnxCaptioner.load(REAL_MODEL, provider="cpu"))
+    rgb = read_image(REPO / "assets" / "chelsea.jpg")
+    options = preset("brief")
+    results = {}
+
+    def narrate_one(name):  # as a narrator thread does: encode, then the decision on the features
+        results[name] = describe_scene(shared, rgb, shared.encode([rgb]), options).caption
+
+    threads = [threading.Thread(target=narrate_one, args=(f"stream{i}",)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    with shared.lock:  # as the app's describe job does
+        results["app"] = describer_for(shared).describe([rgb], options)[0].caption
+    for thread in threads:
+        thread.join()
+    assert len(builds) == 1  # one set of perception sessions for every thread
+    assert len(set(results.values())) == 1 and len(results) == 4, results

@@ -14,6 +14,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal
 from PySide6.QtGui import QImage
 
+from edgecap.core.shared_captioner import SharedCaptioner
 from edgecap.narration.capture import SourceHealth
 from edgecap.narration.frames import Frame, FrameSource, FrameSourceError
 
@@ -35,34 +36,6 @@ def rgb_from_qimage(image: QImage) -> np.ndarray:
     return np.ascontiguousarray(data[:, :3 * w].reshape(h, w, 3))
 
 
-class SharedCaptioner:
-    """One OnnxCaptioner for the describe worker and the narrator, one call at a time."""
-
-    def __init__(self, captioner):
-        self.inner = captioner
-        self.lock = threading.RLock()
-
-    @property
-    def provider(self) -> str:
-        return self.inner.provider
-
-    def __getattr__(self, name):  # bundle, memory ...: read-only attributes
-        return getattr(self.inner, name)
-
-    def _locked(name):  # noqa: N805 - builds the locked methods below
-        def call(self, *args, **kwargs):
-            with self.lock:
-                return getattr(self.inner, name)(*args, **kwargs)
-        call.__name__ = name
-        return call
-
-    caption = _locked("caption")
-    encode = _locked("encode")
-    caption_features = _locked("caption_features")
-    fall_back_to_cpu = _locked("fall_back_to_cpu")
-    del _locked
-
-
 def spoken_description(captioner: "SharedCaptioner", rgb: np.ndarray, options):
     """What edgecap says about one picture: edgecap.caption's grounded decision (sentence and
     confidence) where that module exists, else the model's caption."""
@@ -70,8 +43,8 @@ def spoken_description(captioner: "SharedCaptioner", rgb: np.ndarray, options):
         from edgecap.caption import describer_for
     except ImportError:
         return captioner.caption([rgb], options)[0]
-    with captioner.lock:
-        return describer_for(captioner.inner).describe([rgb], options)[0]
+    with captioner.lock:  # one provider for the whole decision; the narrator shares this describer
+        return describer_for(captioner).describe([rgb], options)[0]
 
 
 class ModelHolder:

@@ -19,7 +19,7 @@ from edgecap.audio.speech import SpeechWorker
 from edgecap.audio.speech_output import narration_engine
 from edgecap.audio.voices import make_voice
 from edgecap.cli_args import decoding_options, load_captioner
-from edgecap.core.providers import CPU
+from edgecap.core.shared_captioner import SharedCaptioner
 from edgecap.narration.controls import KEY_HELP, KeyboardControl, SocketControl
 from edgecap.narration.frames import FrameSourceError, open_source
 from edgecap.narration.narrate import EventLog, NarrateOptions, Narrator
@@ -30,34 +30,6 @@ log = logging.getLogger("edgecap")
 SOURCE_KINDS = ("camera", "video", "images")
 # Commands every narrator gets; the rest act on the one shared voice and are sent once.
 BROADCAST = ("describe", "quit")
-
-
-class SharedCaptioner:
-    """One OnnxCaptioner for several narrator threads.
-
-    onnxruntime sessions may be run from several threads at once, so decoding is not
-    serialised; encoding is, because OnnxCaptioner.encode keeps a feature cache, and so is the
-    switch to the CPU after an accelerator fails (done once for all streams).
-    """
-
-    def __init__(self, captioner):
-        self._captioner = captioner
-        self._lock = threading.Lock()
-
-    def encode(self, images):
-        with self._lock:
-            return self._captioner.encode(images)
-
-    def caption_features(self, features, options):
-        return self._captioner.caption_features(features, options)
-
-    def fall_back_to_cpu(self) -> None:
-        with self._lock:
-            if self._captioner.provider != CPU:
-                self._captioner.fall_back_to_cpu()
-
-    def __getattr__(self, name):  # provider, bundle, encoder, decoder ...
-        return getattr(self._captioner, name)
 
 
 class LabelledSpeech:
