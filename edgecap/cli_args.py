@@ -30,12 +30,22 @@ def add_decoding_args(p: argparse.ArgumentParser) -> None:
                    help="say the beam caption as is, without checking candidates against the model's memory")
 
 
-def decoding_options(args, captioner):
+def decoding_options(args, captioner=None):
+    """The options the decoding flags ask for. `captioner`: the loaded model whose calibration
+    --calibration overrides; without one (edgecap describe, whose workers load their own) the
+    bundle's manifest is read for it."""
     from edgecap.core.decoding import preset
 
     calibration = None
     if args.calibration:
-        calibration = captioner.bundle.calibration.with_overrides(args.calibration)
+        if captioner is not None:
+            bundle = captioner.bundle
+        else:
+            from edgecap.core.bundle import load_bundle
+            from edgecap.core.model import default_model_dir
+
+            bundle = load_bundle(args.model or default_model_dir())
+        calibration = bundle.calibration.with_overrides(args.calibration)
     beams = args.beams
     if args.temperature and beams is None:
         beams = 1

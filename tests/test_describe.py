@@ -221,3 +221,20 @@ def test_workers_times_threads_never_exceed_the_cores():
                 w, t = plan_workers(workers, threads, cores)
                 assert 1 <= w <= cores and w * t <= cores
     assert plan_workers(2, None, 2) == (2, 1) and plan_workers(4, None, 2) == (2, 1)
+
+
+def test_describe_takes_the_same_decoding_flags_as_caption(tmp_path, capsys):
+    from edgecap.cli import main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(ASSETS / "chelsea.jpg", folder)
+    base = ["describe", str(folder), "--quiet", "--provider", "cpu", "--threads", "1", "--no-rerank"]
+    assert main(base + ["--out", str(tmp_path / "off.jsonl"), "--no-calibration"]) == 0
+    assert main(base + ["--out", str(tmp_path / "strong.jsonl"), "--calibration", "alpha=3,tau=0.5"]) == 0
+    for name in ("off", "strong"):
+        (record,) = [json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
+        assert record["status"] == "ok" and record["caption"]
+    assert main(base + ["--out", str(tmp_path / "bad.jsonl"), "--calibration", "bogus=1"]) == 2
+    assert "unknown calibration setting 'bogus'" in capsys.readouterr().err
+    assert not (tmp_path / "bad.jsonl").exists()

@@ -6,15 +6,14 @@ import sys
 import time
 from pathlib import Path
 
-from edgecap.cli_args import add_model_args
-from edgecap.core.decoding import preset
+from edgecap.cli_args import add_decoding_args, add_model_args, decoding_options
 from edgecap.library.describe import DescribeOptions, describe_library
 from edgecap.library.distributed import describe_on_ray
 from edgecap.library.sidecars import SIDECAR_KINDS
 
 
 def cmd_describe(args) -> int:
-    decoding = preset(args.detail, beam_size=args.beams, rerank=False if args.no_rerank else None)
+    decoding = decoding_options(args)
     options = DescribeOptions(model=args.model, provider=args.provider, threads=args.threads, decoding=decoding,
                               read_text=args.read_text, sidecar=args.sidecar, workers=args.workers,
                               batch_size=args.batch_size)
@@ -50,12 +49,10 @@ def register_cli(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=DescribeOptions.batch_size, help="photos per worker task")
     p.add_argument("--read-text", action="store_true", help="also read the text in each photo")
     p.add_argument("--quiet", action="store_true", help="no progress line (with a screen reader: only the summary)")
-    p.add_argument("--detail", choices=["brief", "detailed"], default="brief")
-    p.add_argument("--beams", type=int, default=None, help="beam size 1-8")
-    p.add_argument("--no-rerank", action="store_true", help="skip checking candidates against the model's memory")
     p.add_argument("--ray", action="store_true", help="run on Ray Data (pip install 'edgecap[ray]')")
     p.add_argument("--ray-address", metavar="ADDRESS",
                    help="with --ray: the cluster ('auto', 'ray://head:10001'); default: start a local Ray")
     p.add_argument("--parquet", metavar="DIR", help="with --ray: also write the records as Parquet files here")
     add_model_args(p)
+    add_decoding_args(p)
     p.set_defaults(func=cmd_describe)
