@@ -183,12 +183,16 @@ def cmd_bundle(args) -> int:
     from export.pipeline import bundle_checkpoint
 
     _require_file(args.checkpoint, "checkpoint")
-    try:
-        out = bundle_checkpoint(args.checkpoint, args.out, args.data, name=args.name, int8=args.int8,
-                                calibration_report=args.calibration_report, calibration=args.calibration,
-                                keep_fp32=args.keep_fp32)
-    except ValueError as exc:  # a bad --calibration override
-        raise CommandError(f"--calibration: {exc}") from None
+    if args.calibration:  # checked before minutes of export, not after
+        from edgecap.core.calibration import CalibrationSpec
+
+        try:
+            CalibrationSpec().with_overrides(args.calibration)
+        except ValueError as exc:
+            raise CommandError(f"--calibration: {exc}") from None
+    out = bundle_checkpoint(args.checkpoint, args.out, args.data, name=args.name, int8=args.int8,
+                            calibration_report=args.calibration_report, calibration=args.calibration,
+                            keep_fp32=args.keep_fp32)
     from edgecap.core.bundle import load_bundle
 
     bundle = load_bundle(out)

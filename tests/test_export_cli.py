@@ -45,3 +45,13 @@ def test_the_older_refresh_spelling_runs_the_same_command(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip() == f"python -m export refresh: error: {tmp_path / 'manifest.json'}: not found"
+
+
+def test_a_bad_calibration_override_is_refused_before_any_export(tmp_path, capsys, monkeypatch):
+    import export.pipeline
+
+    checkpoint = tmp_path / "c.pt"
+    checkpoint.write_bytes(b"not read: the override is checked first")
+    monkeypatch.setattr(export.pipeline, "bundle_checkpoint", lambda *a, **k: pytest.fail("export started"))
+    assert main(["bundle", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "b"), "--calibration", "alpha=x"]) == 2
+    assert one_error_line(capsys, "bundle").startswith("python -m export bundle: error: --calibration: ")
