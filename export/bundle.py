@@ -25,11 +25,13 @@ from edgecap.core.calibration import CalibrationSpec
 COMPUTED = ("sha256", "format", "format_version")  # written by write_manifest from the folder itself
 
 
-def finish_bundle(root: Path, manifest: dict[str, Any]) -> Bundle:
+def finish_bundle(root: Path, manifest: dict[str, Any], pin: bool = False) -> Bundle:
     """The one way a bundle is finished: hash the files now in root, write the manifest and
-    bundle.sha256 (a shipped bundle's pinned digest follows), then load the folder as the
-    runtime would, so a bundle it would refuse is never handed out."""
-    write_manifest(Path(root), {k: v for k, v in manifest.items() if k not in COMPUTED})
+    bundle.sha256 (a shipped bundle's pinned digest follows; `pin` pins a new one), then load
+    the folder as the runtime would, so a bundle it would refuse is never handed out."""
+    path = write_manifest(Path(root), {k: v for k, v in manifest.items() if k not in COMPUTED})
+    if pin:
+        pin_digest(Path(root).resolve().name, hashlib.sha256(path.read_bytes()).hexdigest())
     return load_bundle(root)
 
 
@@ -120,11 +122,8 @@ def refresh_bundle(root: Path, pin: bool | None = None) -> str:
     it loads, and pin its digest when it is a bundle in edgecap's models/ folder (or `pin`).
     Returns the manifest digest."""
     root = Path(root)
-    finish_bundle(root, json.loads((root / MANIFEST).read_text(encoding="utf-8")))
-    if pin if pin is not None else root.resolve().parent == SHIPPED_MODELS:
-        digest = hashlib.sha256((root / MANIFEST).read_bytes()).hexdigest()
-        pin_digest(root.resolve().name, digest)
-    return load_bundle(root).digest
+    manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+    return finish_bundle(root, manifest, pin=pin if pin is not None else root.resolve().parent == SHIPPED_MODELS).digest
 
 
 if __name__ == "__main__":  # the older spelling of `python -m export refresh DIR`
