@@ -97,9 +97,19 @@ def quantize_bundle(src_dir: Path, dst_dir: Path, calibration_images: list[Path]
     "dynamic" for transformer encoders, "fp32" (or False) to leave it as it is.
     per_channel: per-output-channel weight scales for the dynamically quantized graphs.
     """
+    mode = _encoder_mode(encoder)
+    src = _copy_with_int8_decoder(src_dir, dst_dir, per_channel)
+    return _finish_with_encoder(src, Path(dst_dir), calibration_images, mode, name_suffix, per_channel)
+
+
+def _encoder_mode(encoder: bool | str) -> str:
     mode = {True: "static", False: "fp32"}.get(encoder, encoder)
     if mode not in ENCODER_MODES:
         raise ValueError(f"encoder quantization must be one of {', '.join(ENCODER_MODES)}, got {encoder!r}")
+    return mode
+
+
+def _copy_with_int8_decoder(src_dir: Path, dst_dir: Path, per_channel: bool):
     src = load_bundle(src_dir)
     dst_dir = Path(dst_dir)
     dst_dir.mkdir(parents=True, exist_ok=True)
@@ -107,11 +117,19 @@ def quantize_bundle(src_dir: Path, dst_dir: Path, calibration_images: list[Path]
         (dst_dir / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src.path / rel, dst_dir / rel)
     quantize_decoder(src.path / src.files["decoder"], dst_dir / src.files["decoder"], per_channel)
+    return src
+
+
+def _finish_with_encoder(src, dst_dir: Path, calibration_images: list[Path], mode: str, name_suffix: str,
+                         per_channel: bool) -> Path:
+    """The encoder of dst_dir quantized as `mode` (from the fp32 one in src), then the manifest."""
     encoder_src, encoder_dst = src.path / src.files["encoder"], dst_dir / src.files["encoder"]
     if mode == "static":
         quantize_encoder(encoder_src, encoder_dst, calibration_images, src.preprocessing)
     elif mode == "dynamic":
         quantize_encoder_dynamic(encoder_src, encoder_dst, per_channel)
+    else:
+        shutil.copyfile(encoder_src, encoder_dst)
     weights = "per-channel" if per_channel else "per-tensor"
     manifest = {k: v for k, v in src.manifest.items() if k not in ("sha256", "format", "format_version")}
     manifest["name"] = src.name + name_suffix
@@ -148,10 +166,10 @@ def first_step_logits(runtime, features) -> np.ndarray:
     return decoder.step(ids, decoder.empty_cache(rows), decoder.start(features, 1), gain)[0]
 
 
-def parity_report(reference, quantized, images, options) -> dict[str, float]:
+def parity_report(reference, quantized, images, options, reference_captions=None) -> dict[str, float]:
     """Greedy token agreement (see token_agreement) and worst first-step logit error of
-    two runtimes on the same photos."""
-    ref = reference.caption(images, options)
+    two runtimes on the same photos (reference_captions: the reference's, if already decoded)."""
+    ref = reference_captions if reference_captions is not None else reference.caption(images, options)
     got = quantized.caption(images, options)
     logits = [first_step_logits(rt, rt.encode(images)) for rt in (reference, quantized)]
     return {"token_agreement": token_agreement([a.tokens for a in ref], [b.tokens for b in got]),
@@ -176,12 +194,13 @@ def quantize_verified(fp32_dir: Path, out_dir: Path, calibration_photos: list[Pa
     fp32 = OnnxCaptioner.load(fp32_dir, provider="cpu")
     options = DecodingOptions(beam_size=1, min_length=0, calibrate=False, rerank=False,
                               max_length=min(20, fp32.arch.max_length - len(fp32.bundle.tokens.prompt_ids)))
+    reference = fp32.caption(images, options)
+    src = _copy_with_int8_decoder(fp32_dir, out_dir, per_channel=False)  # the same for every encoder tried
     tried = {}
     for encoder in encoders:
-        quantize_bundle(fp32_dir, out_dir, calibration_photos, encoder=encoder, per_channel=False,
-                        name_suffix=name_suffix)
+        _finish_with_encoder(src, Path(out_dir), calibration_photos, _encoder_mode(encoder), name_suffix, False)
         tried[encoder] = {k: round(v, 4) for k, v in parity_report(
-            fp32, OnnxCaptioner.load(out_dir, provider="cpu"), images, options).items()}
+            fp32, OnnxCaptioner.load(out_dir, provider="cpu"), images, options, reference).items()}
         if tried[encoder]["token_agreement"] >= min_agreement:
             break
         log.warning("int8 %s encoder keeps %.2f of the fp32 tokens (< %.2f)", encoder,

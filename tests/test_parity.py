@@ -99,3 +99,19 @@ def test_int8_bundle_keeps_most_tokens(tiny, tiny_captioner, photo_paths, photos
     assert 0.0 <= report["token_agreement"] <= 1.0
     assert report["max_abs_logit_error"] < 5.0
     assert report["token_agreement"] >= 0.3  # random weights: int8 noise flips near-ties
+
+
+def test_a_rejected_int8_encoder_falls_back_to_the_next_and_the_manifest_says_so(tiny, photo_paths, tmp_path):
+    import json
+
+    from export.quantize import quantize_verified
+
+    out = tmp_path / "int8"
+    # No encoder can keep more than all tokens, so static is rejected and fp32, the last, is kept.
+    report = quantize_verified(tiny[1], out, photo_paths, photo_paths, encoders=("static", "fp32"), min_agreement=1.01)
+    assert report["encoder"] == "fp32" and set(report["rejected"]) == {"static"}
+    assert (out / "encoder.onnx").read_bytes() == (tiny[1] / "encoder.onnx").read_bytes()
+    assert (out / "decoder.onnx").stat().st_size < (tiny[1] / "decoder.onnx").stat().st_size
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["quantization"]["encoder"] == "fp32"
+    assert manifest["verification"]["int8_vs_fp32"]["encoder"] == "fp32"
