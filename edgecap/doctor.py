@@ -111,6 +111,64 @@ def check_onnxruntime(provider: str) -> tuple[Check, list[str]]:
     return Check("onnxruntime", PASS, detail, essential=True, data=data), chain
 
 
+def check_dependencies() -> Check:
+    """The installed run-time libraries against the ranges edgecap declares and is tested on
+    (pyproject.toml); outside them it may run yet misbehave (the comments there say how)."""
+    from importlib import metadata
+
+    try:
+        from packaging.requirements import Requirement
+        declared = [Requirement(r) for r in _declared_requirements()]
+    except Exception as exc:  # noqa: BLE001 - neither metadata nor pyproject.toml, or no packaging
+        return Check("dependencies", WARN, f"cannot read edgecap's declared dependencies ({exc})",
+                     "install edgecap with pip, or keep pyproject.toml beside the edgecap folder")
+    outside, versions = [], {}
+    for req in declared:
+        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
+            continue  # an optional extra
+        try:
+            versions[req.name] = installed = metadata.version(req.name)
+        except metadata.PackageNotFoundError:
+            if req.name.startswith("onnxruntime"):  # an accelerator build (onnxruntime-gpu ...) provides it
+                installed = _onnxruntime_version()
+                versions[req.name] = installed
+            else:
+                installed = None
+        if installed is None or not req.specifier.contains(installed, prereleases=True):
+            outside.append(f"{req.name} {installed or 'missing'} (tested {req.specifier})")
+    data = {"installed": versions, "outside": outside}
+    if outside:
+        return Check("dependencies", WARN, "outside the tested range: " + "; ".join(outside),
+                     "install the versions pyproject.toml declares; outside them edgecap is untested", data=data)
+    return Check("dependencies", PASS, f"{len(versions)} run-time libraries in their tested ranges", data=data)
+
+
+def _declared_requirements() -> list[str]:
+    """From the installed metadata, else from the pyproject.toml beside the package (the .deb and
+    the Jetson image put the package on the path with a .pth file, without metadata)."""
+    from importlib import metadata
+
+    try:
+        return metadata.requires("edgecap") or []
+    except metadata.PackageNotFoundError:
+        pass
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    return tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"]
+
+
+def _onnxruntime_version() -> str | None:
+    try:
+        import onnxruntime
+
+        return onnxruntime.__version__
+    except Exception:  # noqa: BLE001
+        return None
+
+
 def check_bundle(model: Path | None):
     """(Check, Bundle or None): the manifest, and every listed file against its sha256."""
     from edgecap.core.bundle import BundleError, load_bundle
@@ -253,7 +311,7 @@ def run_checks(model: Path | None = None, provider: str = "auto", threads: int |
                speech: str = "auto") -> list[Check]:
     checks = [check_platform()]
     ort_check, chain = check_onnxruntime(provider)
-    checks.append(ort_check)
+    checks += [ort_check, check_dependencies()]
     bundle_check, bundle = check_bundle(model)
     checks.append(bundle_check)
     if bundle is not None:

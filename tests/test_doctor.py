@@ -9,7 +9,7 @@ from edgecap.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_MODEL = REPO / "models" / "edgecap-base"
-CHECKS = {"platform", "onnxruntime", "model bundle", "memory", "model runs", "cameras", "speech"}
+CHECKS = {"platform", "onnxruntime", "dependencies", "model bundle", "memory", "model runs", "cameras", "speech"}
 
 pytestmark = pytest.mark.skipif(not (REAL_MODEL / "manifest.json").is_file(), reason="no shipped model")
 
@@ -60,3 +60,41 @@ def test_text_report_names_each_check(capsys):
     assert main(["doctor", "--provider", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "PASS  model bundle" in out and out.strip().splitlines()[-1].startswith("edgecap doctor: ready")
+
+
+def test_a_library_outside_its_tested_range_is_a_warning_naming_it(capsys, monkeypatch):
+    from importlib import metadata
+
+    import edgecap.doctor
+
+    check = edgecap.doctor.check_dependencies()
+    assert check.status == "pass", check.detail  # this machine runs the tested versions
+    assert {"numpy", "onnxruntime", "opencv-python-headless", "rapidocr"} <= set(check.data["installed"])
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: "4.10.0.84" if name == "opencv-python-headless" else real(name))
+    check = edgecap.doctor.check_dependencies()
+    assert check.status == "warn" and check.fix
+    assert check.data["outside"] == ["opencv-python-headless 4.10.0.84 (tested <6,>=5.0)"]
+
+
+def test_without_installed_metadata_the_ranges_come_from_pyproject(monkeypatch):
+    from importlib import metadata
+
+    import edgecap.doctor
+
+    installed = edgecap.doctor._declared_requirements()
+
+    def no_edgecap(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "requires", no_edgecap)
+    from_pyproject = edgecap.doctor._declared_requirements()
+    assert "rapidocr==3.10.0" in from_pyproject
+
+    def ranges(requirements):
+        from packaging.requirements import Requirement
+
+        return {(r.name, r.specifier) for r in map(Requirement, requirements) if r.marker is None}
+
+    assert ranges(from_pyproject) == ranges(installed) and len(ranges(installed)) >= 7
+    assert edgecap.doctor.check_dependencies().status == "pass"

@@ -62,7 +62,7 @@ ln -s python3 "$STAGE/opt/edgecap/venv/bin/python"
 echo /opt/edgecap/app > "$SITE/edgecap-app.pth"
 
 # The package and the default model, from what git tracks (no caches, no local files).
-(cd "$REPO" && git ls-files -z --cached --others --exclude-standard edgecap models/edgecap-base | xargs -0 tar cf -) | tar xf - -C "$STAGE/opt/edgecap/app"
+(cd "$REPO" && git ls-files -z --cached --others --exclude-standard edgecap models/edgecap-base pyproject.toml | xargs -0 tar cf -) | tar xf - -C "$STAGE/opt/edgecap/app"
 "$PY" -m compileall -q -s "$STAGE" -p / "$STAGE/opt/edgecap/app/edgecap" "$SITE" >/dev/null
 
 cat > "$STAGE/usr/bin/edgecap" <<'EOF'
