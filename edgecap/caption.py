@@ -177,9 +177,16 @@ class Describer:
         evidence = gather(perception, self.rules)
         objects = [d for dets in evidence.likely.values() for d in dets]
         verdicts = {text: judge(text, evidence, self.rules) for text in {*unique, first}}
-        sure = [t for t in unique if verdicts[t].level == "sure"]
+        memory = self.captioner.memory
+        chance = mention_chance(texts, evidence, self.rules,  # would a describer mention it (None: not used)
+                                [memory.captions[j] for j in neighbours] if memory and neighbours is not None else [])
+
+        def stated(v) -> bool:  # sure, or only weakly seen things a describer would surely mention
+            return v.level == "sure" or (v.level == "likely" and chance is not None and all(
+                chance(c) >= self.rules.mention_sure_at for c in v.named) and not any(", sees" in p for p in v.problems))
+        sure = [t for t in unique if stated(verdicts[t])]
         said = {plain: t for plain, t in self._without_specifics(sure, texts).items()  # "two people": checked again
-                if plain == t or judge(plain, evidence, self.rules).level == "sure"}
+                if plain == t or stated(judge(plain, evidence, self.rules))}
         if said:
             pick = self._choose(list(said), neighbours, scored)
             v = verdicts[said[pick]]
@@ -187,9 +194,6 @@ class Describer:
         likely = [t for t in unique if verdicts[t].level == "likely"]
         if self.rules.specifics == "hedge":
             likely = sure + likely
-        memory = self.captioner.memory
-        chance = mention_chance(texts, evidence, self.rules,  # would a describer mention it (None: not used)
-                                [memory.captions[j] for j in neighbours] if memory and neighbours is not None else [])
         if chance is not None:
             likely = [t for t in likely if all(chance(c) >= self.rules.mention_candidate_at for c in verdicts[t].named)]
         if likely:

@@ -81,6 +81,7 @@ class GroundingRules:
     mention_model: dict[str, float] = field(default_factory=dict)
     mention_name_at: float = 0.0
     mention_candidate_at: float = 0.0
+    mention_sure_at: float = 1.01  # a candidate whose things are only weakly seen is sure when each is this likely
     mention_fitted_on: str = ""
     fitted_on: str = "defaults, not fitted"
 
