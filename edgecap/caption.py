@@ -182,7 +182,7 @@ class Describer:
                                 [memory.captions[j] for j in neighbours] if memory and neighbours is not None else [])
 
         def stated(v) -> bool:  # sure, or only weakly seen things a describer would surely mention
-            return v.level == "sure" or (v.level == "likely" and chance is not None and all(
+            return v.level == "sure" or (v.level == "likely" and self.rules.mention_sure_at <= 1 and chance and all(
                 chance(c) >= self.rules.mention_sure_at for c in v.named) and not any(", sees" in p for p in v.problems))
         sure = [t for t in unique if stated(verdicts[t])]
         said = {plain: t for plain, t in self._without_specifics(sure, texts).items()  # "two people": checked again

@@ -123,11 +123,14 @@ def mention_chance(texts: list[str], evidence, rules, neighbour_captions: list[s
         return None
     from edgecap.vision.grounding import coco_class_of_label
 
-    share, first = pool_shares(texts)
-    memory_share = pool_shares(list(neighbour_captions))[0] if neighbour_captions else {}
     memo: dict[str, float] = {}
+    shares: list = []  # counted on the first question only: most photos never ask
 
     def chance(name: str) -> float:
+        if not shares:
+            shares.extend(pool_shares(texts))
+            shares.append(pool_shares(list(neighbour_captions))[0] if neighbour_captions else {})
+        share, first, memory_share = shares
         if name not in memo:
             cls = name if name in SUPERCATEGORY else coco_class_of_label(name) or name
             memo[name] = mention_probability(mention_features(cls, evidence, share, first, memory_share),
