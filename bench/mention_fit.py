@@ -29,7 +29,8 @@ from edgecap.vision.grounding import GroundingRules, gather  # noqa: E402
 from edgecap.vision.salience import FEATURES, mention_features, pool_shares, things_in_view  # noqa: E402
 
 
-def rows(cache: dict, rules: GroundingRules, table, captions: list[str]) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
+def rows(cache: dict, rules: GroundingRules, table, captions: list[str]
+         ) -> tuple[np.ndarray, np.ndarray, list[str], list[str]]:
     """X (rows x FEATURES), y (mentioned), the photo of each row, the name of each row.
     captions: the caption memory's (the neighbours in the cache index it)."""
     xs, ys, photos, names = [], [], [], []
@@ -110,7 +111,8 @@ def main() -> int:
         w = fit(x[folds != i], y[folds != i], args.l2)
         held[folds == i] = predict(w, x[folds == i])
     print(f"{len(y)} things in view of {len(cache)} photos, {y.mean():.3f} mentioned; "
-          f"{args.cv}-fold AUC {auc(y, held):.3f}, log loss {-np.mean(y * np.log(held) + (1 - y) * np.log(1 - held)):.3f}")
+          f"{args.cv}-fold AUC {auc(y, held):.3f}, "
+          f"log loss {-np.mean(y * np.log(held) + (1 - y) * np.log(1 - held)):.3f}")
     for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
         kept = held >= t
         print(f"  p >= {t:.1f}: keeps {kept.mean():.3f} of things, precision {y[kept].mean():.3f}, "

@@ -183,7 +183,8 @@ class Describer:
 
         def stated(v) -> bool:  # sure, or only weakly seen things a describer would surely mention
             return v.level == "sure" or (v.level == "likely" and self.rules.mention_sure_at <= 1 and chance and all(
-                chance(c) >= self.rules.mention_sure_at for c in v.named) and not any(", sees" in p for p in v.problems))
+                chance(c) >= self.rules.mention_sure_at for c in v.named)
+                and not any(", sees" in p for p in v.problems))
         sure = [t for t in unique if stated(verdicts[t])]
         said = {plain: t for plain, t in self._without_specifics(sure, texts).items()  # "two people": checked again
                 if plain == t or stated(judge(plain, evidence, self.rules))}

@@ -111,7 +111,8 @@ def things_in_view(evidence, rules, pool_share: Mapping[str, float]) -> list[str
     found.update(dict.fromkeys(evidence.label_support))
     from edgecap.vision.grounding import coco_class_of_label
 
-    found.update(dict.fromkeys(n for n, p in evidence.labels if p >= rules.label_likely and coco_class_of_label(n) is None))
+    found.update(dict.fromkeys(n for n, p in evidence.labels
+                               if p >= rules.label_likely and coco_class_of_label(n) is None))
     found.update(dict.fromkeys(pool_share))
     return list(found)
 
