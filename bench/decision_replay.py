@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from edgecap.caption import Describer  # noqa: E402
 from edgecap.evaluation.decision_metrics import decision_metrics, source_group  # noqa: E402
-from edgecap.evaluation.evaluate import chair_objects, load_chair_table, simple_tokenize  # noqa: E402
+from edgecap.metrics.chair import chair_objects, load_chair_table  # noqa: E402
+from edgecap.metrics.text_normalise import simple_tokenize  # noqa: E402
 from edgecap.vision.perception import Detection, Perception  # noqa: E402
 
 
@@ -108,7 +109,13 @@ def fit_rules(cache: dict, keys: list[str], base, table, args) -> object:
     fitted = GroundingRules.from_dict(gc.fit(photos, truths, [cache[k]["refs"] for k in keys], table, ns)["rules"])
     keep = {f: getattr(base, f) for f in base.__dataclass_fields__
             if f not in ("sure", "likely", "default_sure", "default_likely", "face", "label_sure", "label_likely")}
-    return replace(fitted, **keep)
+    fitted = replace(fitted, **keep)
+    if args.mention_l2 is not None:  # refit the mention model on the same photos (bench/mention_fit.py)
+        import mention_fit
+        x, y, _, _ = mention_fit.rows({k: cache[k] for k in keys}, fitted, table, args.memory_captions)
+        x[:, [mention_fit.FEATURES.index(f) for f in args.mention_drop.split(",") if f]] = 0.0
+        fitted = replace(fitted, mention_model=mention_fit.as_weights(mention_fit.fit(x, y, args.mention_l2)))
+    return fitted
 
 
 def fmt(result: dict) -> str:
@@ -131,6 +138,9 @@ def main() -> int:
     ap.add_argument("--sure-precision", type=float, default=0.85)
     ap.add_argument("--likely-precision", type=float, default=0.8)
     ap.add_argument("--fit", type=Path, default=None, help="refit the thresholds on this cache (train) first")
+    ap.add_argument("--mention-l2", type=float, default=None,
+                    help="with --cv or --fit: refit the mention model (bench/mention_fit.py) there too")
+    ap.add_argument("--mention-drop", default="", help="features the refitted mention model leaves out")
     ap.add_argument("--dump", type=Path, default=None, help="write key -> sentence, confidence, named")
     args = ap.parse_args()
 
@@ -139,6 +149,7 @@ def main() -> int:
     table = load_chair_table(args.synonyms)
     captioner = OnnxCaptioner.load(args.model, threads=1)
     base = Describer.for_captioner(captioner)
+    args.memory_captions = captioner.memory.captions
     variants = [("bundle", {})] + [(s, json.loads(s)) for s in args.set]
     for label, overrides in variants:
         rules = replace(base.rules, **overrides)

@@ -28,6 +28,7 @@ from edgecap.core.decoding import DecodingOptions
 from edgecap.core.image import EXPOSURE_MESSAGES, as_rgb, exposure_problem
 from edgecap.core.model import CaptionResult
 from edgecap.vision.grounding import Evidence, GroundingRules, coco_class_of_label, gather, judge
+from edgecap.vision.salience import mention_chance
 from edgecap.wording import flaws, generic, repaired, specifics, words
 
 CANT_TELL = "I can't tell what this is."
@@ -179,9 +180,17 @@ class Describer:
         evidence = gather(perception, self.rules)
         objects = [d for dets in evidence.likely.values() for d in dets]
         verdicts = {text: judge(text, evidence, self.rules) for text in {*unique, first}}
-        sure = [t for t in unique if verdicts[t].level == "sure"]
+        memory = self.captioner.memory
+        chance = mention_chance(texts, evidence, self.rules,  # would a describer mention it (None: not used)
+                                [memory.captions[j] for j in neighbours] if memory and neighbours is not None else [])
+
+        def stated(v) -> bool:  # sure, or only weakly seen things a describer would surely mention
+            return v.level == "sure" or (v.level == "likely" and self.rules.mention_sure_at <= 1 and chance and all(
+                chance(c) >= self.rules.mention_sure_at for c in v.named)
+                and not any(", sees" in p for p in v.problems))
+        sure = [t for t in unique if stated(verdicts[t])]
         said = {plain: t for plain, t in self._without_specifics(sure, texts).items()  # "two people": checked again
-                if plain == t or judge(plain, evidence, self.rules).level == "sure"}
+                if plain == t or stated(judge(plain, evidence, self.rules))}
         if said:
             pick = self._choose(list(said), neighbours, scored)
             v = verdicts[said[pick]]
@@ -189,11 +198,13 @@ class Describer:
         likely = [t for t in unique if verdicts[t].level == "likely"]
         if self.rules.specifics == "hedge":
             likely = sure + likely
+        if chance is not None:
+            likely = [t for t in likely if all(chance(c) >= self.rules.mention_candidate_at for c in verdicts[t].named)]
         if likely:
             pick = self._choose(likely, neighbours, scored)
             v = verdicts[pick]
             return Choice(probably(pick), "hedged", origin[pick], v.named, pick, v.margin, objects, evidence.faces)
-        sentence, named = evidence_statement(evidence, self.rules, self.perceiver)
+        sentence, named = evidence_statement(evidence, self.rules, self.perceiver, chance)
         return Choice(sentence, "hedged" if named else "unknown", None, named, first, verdicts[first].margin,
                       objects, evidence.faces)
 
@@ -292,13 +303,21 @@ def _join(phrases: list[str], word: str = "and") -> str:
     return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + f" {word} " + phrases[-1]
 
 
-def evidence_statement(evidence: Evidence, rules: GroundingRules, perceiver=None) -> tuple[str, tuple[str, ...]]:
-    """A hedged sentence from the detections and ImageNet labels alone, and what it names."""
-    # Name what is seen surely; only when nothing is, the likely things (fewer of them).
+def evidence_statement(evidence: Evidence, rules: GroundingRules, perceiver=None, chance=None
+                       ) -> tuple[str, tuple[str, ...]]:
+    """A hedged sentence from the detections and ImageNet labels alone, and what it names.
+
+    chance: name -> probability that a describer mentions it (edgecap.vision.salience), or None."""
+    # Name what is seen surely; only when nothing is, the likely things (fewer of them). With
+    # `chance`: the likely things a describer would mention, most likely first.
     seen = evidence.sure or (evidence.likely if rules.hedge_likely_objects else {})
+    if chance is not None:
+        seen = {c: d for c, d in evidence.likely.items() if chance(c) >= rules.mention_name_at}
     ranked = sorted(seen.items(), key=lambda kv: -kv[1][0].score)
-    if "person" not in seen and evidence.faces:
+    if "person" not in seen and evidence.faces and (chance is None or chance("person") >= rules.mention_name_at):
         ranked.append(("person", []))
+    if chance is not None:
+        ranked.sort(key=lambda kv: -chance(kv[0]))
     ranked = ranked[:rules.hedge_max_named if evidence.sure else max(rules.hedge_max_named - 1, 1)]
     phrases = [object_phrase(cls, evidence.count(cls), position(dets) if i == 0 else "")
                for i, (cls, dets) in enumerate(ranked)]
@@ -307,7 +326,8 @@ def evidence_statement(evidence: Evidence, rules: GroundingRules, perceiver=None
     def spoken_label(name: str) -> str:
         return perceiver.head.phrase(name) if perceiver is not None else f"a {name}"
 
-    labels = [(n, p) for n, p in evidence.labels if coco_class_of_label(n) not in named]
+    labels = [(n, p) for n, p in evidence.labels if coco_class_of_label(n) not in named
+              and (chance is None or chance(n) >= rules.mention_name_at)]
     strong = [(n, p) for n, p in labels if p >= rules.label_sure][:1]
     weak = [(n, p) for n, p in labels if p >= rules.label_likely][:2]
     if strong:

@@ -71,8 +71,10 @@ def test_default_model_beats_caption_retrieval_on_real_photos(tmp_path):
     metrics = json.loads(out.read_text())
     assert metrics["n_images"] == 150
     # Spoken sentences say people generically ("a person", not "a man": a quarter of the model's
-    # man/woman/boy/girl words were wrong on val), which costs CIDEr against references that name them.
-    assert metrics["cider"] > 0.35, metrics
+    # man/woman/boy/girl words were wrong on val), which costs CIDEr against references that name them;
+    # hedges name only what a describer would mention, or say "I can't tell" (val CIDEr 0.408 -> 0.394;
+    # 0.350 on these 150). Still above retrieval's 0.31.
+    assert metrics["cider"] > 0.33, metrics
     assert metrics["chair_i"] < 0.25, metrics  # 0.069 on all of val; noisier on 150
     assert metrics["object_f1"] > 0.65, metrics
     assert metrics["vocab_size"] >= 80, metrics

@@ -75,6 +75,14 @@ class GroundingRules:
     hedge_max_named: int = 3  # objects listed in one evidence statement ("I can see a cup and a table.")
     hedge_likely_objects: bool = True  # with nothing seen surely, name the likely things ("I'm not sure. ...")
     hedge_might_be: bool = False  # "It might be a crane." from weak ImageNet labels alone: right 3 of 11 (train, val)
+    # Would a describer mention it (edgecap.vision.salience, fitted by bench/mention_fit.py): feature ->
+    # weight; empty: not used. A hedge names only things at least `mention_name_at` likely to be
+    # mentioned, most likely first; "Probably <candidate>" needs each thing it names at `mention_candidate_at`.
+    mention_model: dict[str, float] = field(default_factory=dict)
+    mention_name_at: float = 0.0
+    mention_candidate_at: float = 0.0
+    mention_sure_at: float = 1.01  # a candidate whose things are only weakly seen is sure when each is this likely
+    mention_fitted_on: str = ""
     fitted_on: str = "defaults, not fitted"
 
     def sure_for(self, cls: str) -> float:
