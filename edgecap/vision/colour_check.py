@@ -4,9 +4,12 @@ The captioner learned colours from Flickr8k, where a car is often red and a dog 
 on other photos the whole candidate pool can agree on a colour that is not there. Each colour
 word is checked against the pixels of the thing it describes: the box of the detected object
 its noun names, or the whole photo for nouns no detector sees ("green grass"). A colour is kept
-when enough of those pixels belong to a family the word allows; `MIN_SHARE` is the smallest
-share that kept most colours the human references confirm on the train split
-(bench/colour_check_fit.py).
+when at least MIN_SHARE of those pixels belong to a family the word allows: a contradiction
+test, not a proof. bench/colour_check_fit.py measures it on every candidate's colour words: on
+604 train photos the colours it removes at 0.1 are used by a human reference 0.34 of the time,
+those it keeps 0.47 (233 of 869 removed); on val 0.23 vs 0.43 (538 of 1,896). The references
+leave many true colours unsaid, so both are lower bounds; the curve has no knee, and 0.1 was
+kept as the share below which the photo plainly shows something else.
 """
 from __future__ import annotations
 
