@@ -36,11 +36,13 @@ def perception_of(entry: dict) -> Perception:
     return Perception(objects, faces, tuple((n, p) for n, p in entry["labels"]), 0.0)
 
 
-def replay(describer: Describer, cache: dict, keys=None) -> dict:
+def replay(describer: Describer, cache: dict, keys=None, pixels=None) -> dict:
+    """pixels: key -> RGB photo (for the colour check), or None to decide without pixels."""
     out = {}
     for key in keys or cache:
         e = cache[key]
-        out[key] = describer.decide_texts(e["texts"], np.array(e["neighbours"]), perception_of(e))
+        rgb = pixels(key) if pixels else None
+        out[key] = describer.decide_texts(e["texts"], np.array(e["neighbours"]), perception_of(e), rgb)
     return out
 
 
@@ -142,7 +144,15 @@ def main() -> int:
                     help="with --cv or --fit: refit the mention model (bench/mention_fit.py) there too")
     ap.add_argument("--mention-drop", default="", help="features the refitted mention model leaves out")
     ap.add_argument("--dump", type=Path, default=None, help="write key -> sentence, confidence, named")
+    ap.add_argument("--pixels", type=Path, default=None, metavar="DATA",
+                    help="the data folder: decide with the photos' pixels (colour words are checked)")
     args = ap.parse_args()
+    pixels = None
+    if args.pixels:
+        from functools import lru_cache
+
+        from edgecap.core.image import read_image
+        pixels = lru_cache(maxsize=None)(lambda key: read_image(args.pixels / "captioned" / key))
 
     from edgecap.core.model import OnnxCaptioner
     cache = json.loads(args.cache.read_text())
@@ -160,13 +170,13 @@ def main() -> int:
             for i, held in enumerate(folds):
                 train = [k for j, f in enumerate(folds) if j != i for k in f]
                 d = Describer(captioner, base.perceiver, fit_rules(cache, train, rules, table, args))
-                spoken.update(replay(d, cache, held))
+                spoken.update(replay(d, cache, held, pixels))
         elif args.fit:
             fit_cache = json.loads(args.fit.read_text())
             fitted = fit_rules(fit_cache, sorted(fit_cache), rules, table, args)
-            spoken = replay(Describer(captioner, base.perceiver, fitted), cache)
+            spoken = replay(Describer(captioner, base.perceiver, fitted), cache, pixels=pixels)
         else:
-            spoken = replay(Describer(captioner, base.perceiver, rules), cache)
+            spoken = replay(Describer(captioner, base.perceiver, rules), cache, pixels=pixels)
         print(label)
         print(fmt(score(spoken, cache, table)), flush=True)
         if args.dump:

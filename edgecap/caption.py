@@ -27,7 +27,8 @@ import numpy as np
 from edgecap.core.decoding import DecodingOptions
 from edgecap.core.image import EXPOSURE_MESSAGES, as_rgb, exposure_problem
 from edgecap.core.model import CaptionResult
-from edgecap.vision.grounding import Evidence, GroundingRules, coco_class_of_label, gather, judge
+from edgecap.vision.colour_check import unsupported_colours
+from edgecap.vision.grounding import Evidence, GroundingRules, coco_class_of_label, gather, grounding_table, judge
 from edgecap.vision.salience import mention_chance
 from edgecap.wording import flaws, generic, repaired, specifics, words
 
@@ -145,24 +146,25 @@ class Describer:
         results = []
         for j, (frame, pool) in enumerate(zip(frames, pools)):
             perception = self.perceiver.perceive(frame, features.pooled[j]) if self.perceiver else None
-            results.append(self.decide(pool, None if neighbours is None else neighbours[j], perception))
+            results.append(self.decide(pool, None if neighbours is None else neighbours[j], perception, frame))
         ms = (time.perf_counter() - start) * 1000 / max(len(frames), 1)
         for r in results:
             r.ms = ms
         return results
 
     # --- the decision ----------------------------------------------------------------
-    def decide(self, pool: list, neighbours, perception) -> SpokenCaption:
-        """The sentence for one image from its candidate pool (Decoded), memory neighbours and perception."""
+    def decide(self, pool: list, neighbours, perception, rgb: np.ndarray | None = None) -> SpokenCaption:
+        """The sentence for one image from its candidate pool (Decoded), memory neighbours, perception
+        and pixels (for colour words)."""
         texts = [self.captioner.tokenizer.decode(d.tokens) for d in pool]
-        choice = self.decide_texts(texts, neighbours, perception)
+        choice = self.decide_texts(texts, neighbours, perception, rgb)
         d = pool[texts.index(choice.source)] if choice.source is not None else None
         return SpokenCaption(caption=choice.sentence, tokens=list(d.tokens) if d else [], ms=0.0,
                              logprob=d.logprob if d else 0.0, sparc_selected=d.selected_tokens if d else 0,
                              confidence=choice.confidence, objects=choice.objects, faces=choice.faces,
                              named=choice.named, model_caption=choice.model_caption, support=choice.support)
 
-    def decide_texts(self, texts: list[str], neighbours, perception) -> "Choice":
+    def decide_texts(self, texts: list[str], neighbours, perception, rgb: np.ndarray | None = None) -> "Choice":
         unique = list(dict.fromkeys(texts))
         scored: dict[str, float] = {}  # each text scored against the memory once
         first = self._choose(unique, neighbours, scored)
@@ -189,7 +191,8 @@ class Describer:
                 chance(c) >= self.rules.mention_sure_at for c in v.named)
                 and not any(", sees" in p for p in v.problems))
         sure = [t for t in unique if stated(verdicts[t])]
-        said = {plain: t for plain, t in self._without_specifics(sure, texts).items()  # "two people": checked again
+        unseen = self._unseen_colours(rgb, evidence)
+        said = {plain: t for plain, t in self._without_specifics(sure, texts, unseen).items()  # "two people": again
                 if plain == t or stated(judge(plain, evidence, self.rules))}
         if said:
             pick = self._choose(list(said), neighbours, scored)
@@ -208,8 +211,17 @@ class Describer:
         return Choice(sentence, "hedged" if named else "unknown", None, named, first, verdicts[first].margin,
                       objects, evidence.faces)
 
-    def _without_specifics(self, candidates: list[str], pool: list[str]) -> dict[str, str]:
-        """Sentence -> the candidate it comes from, with what no detector checks said generically."""
+    def _unseen_colours(self, rgb: np.ndarray | None, evidence):
+        """caption -> its colour words the pixels of what they describe do not bear out."""
+        if rgb is None or not self.rules.check_colours:
+            return lambda caption: frozenset()
+        boxes = {cls: dets[0].box for cls, dets in evidence.likely.items() if dets}
+        return lambda caption: frozenset(unsupported_colours(caption, rgb, boxes, grounding_table(),
+                                                             self.rules.colour_min_share))
+
+    def _without_specifics(self, candidates: list[str], pool: list[str], unseen=None) -> dict[str, str]:
+        """Sentence -> the candidate it comes from, with what no detector checks said generically
+        (and colours the pixels contradict, `unseen`)."""
         if self.rules.specifics == "keep":
             return {t: t for t in candidates}
         said_by = [set(words(t)) for t in pool]
@@ -218,8 +230,9 @@ class Describer:
                            if sum(w in s for s in said_by) >= share.get(kind, 1.01) * len(pool))
         said: dict[str, str] = {}
         for t in candidates:
-            plain = t if not any(specifics(t, agreed).values()) else (
-                generic(t, agreed) if self.rules.specifics == "generic" else None)
+            keep = agreed - unseen(t) if unseen else agreed
+            plain = t if not any(specifics(t, keep).values()) else (
+                generic(t, keep) if self.rules.specifics == "generic" else None)
             if plain:
                 said.setdefault(plain, t)
         return said

@@ -69,7 +69,47 @@ def flaws(caption: str) -> list[str]:
         found.append(f"ends on '{w[-1]}'")
     for i, j, word in _repeats(w):
         found.append(f"'{word}' twice")
+    for i, j, word in _same_thing_twice(w):
+        found.append(f"'the {word}' said twice")
+    for a, b, c in zip(w, w[1:], w[2:] + [""]):
+        if a in ("a", "an") and b in PLURAL_NOUNS and c != "'s":
+            found.append(f"'{a} {b}'")
     return found
+
+
+# Plurals the model puts after "a" ("on a leaves", "with a toys"); from its candidates on val.
+PLURAL_NOUNS = {"people", "men", "women", "children", "leaves", "feet", "teeth", "mice", "geese", "dogs", "cats",
+                "boys", "girls", "kids", "players", "horses", "birds", "cars", "trees", "rocks", "waves", "toys",
+                "balls", "flowers", "bikes"}
+# Words that make a second "the X" a second thing ("a dog chases another dog").
+SECOND_THING = {"another", "other", "second", "both", "each", "different", "same", "than", "while", "where"}
+NEAR_REPEAT = 5  # "a street in the street": the second is said within this many words
+
+
+def _same_thing_twice(w: list[str]):
+    """(i, j, word) for a thing (not a person: edgecap.wording.generic says those) named twice
+    within a few words as the head of "a/the X", with nothing to tell the two apart: "walking down a
+    street in the street", "a laptop with a laptop" (but "a dog and a dog"). 7 of the 41,110 human
+    references have it; 2.4% of the model's candidates on 750 val photos."""
+    if SECOND_THING & set(w):
+        return
+    seen: dict[str, int] = {}
+    for j, x in enumerate(w):
+        if x in FUNCTION_WORDS or len(x) < 3 or x in COLOURS or x in AGE_WORDS or x in PERSON_KIND_OF \
+                or x in ("person", "people"):
+            continue
+        i = seen.get(x)
+        seen[x] = j
+        if i is None or j - i > NEAR_REPEAT or w[i + 1] == "and":
+            continue
+        if i > 0 and w[i - 1] in ARTICLES and w[j - 1] in ARTICLES and _is_head(w, i) and _is_head(w, j):
+            yield i, j, x
+            return
+
+
+def _is_head(w: list[str], i: int) -> bool:
+    nxt = w[i + 1] if i + 1 < len(w) else ""
+    return nxt in FUNCTION_WORDS | {"", "is", "are"} or nxt.endswith("ing")
 
 
 JOINERS = {"and", "while", "who", "which", "where", "as", "another", "other", "second", "both", "whose", "than",
@@ -216,7 +256,7 @@ def repaired(caption: str) -> str | None:
     low = [x.lower() for x in t]
     w_index = [i for i, x in enumerate(low) if x[0].isalpha()]
     w = [low[i] for i in w_index]
-    first = min(j for _, j, _ in _repeats(w))
+    first = min(j for _, j, _ in [*_repeats(w), *_same_thing_twice(w)])
     start = next((k for k in range(first - 1, max(first - 4, 0), -1) if w[k] in PREPOSITIONS), None)
     if start is None or any(x not in FUNCTION_WORDS and x not in w[:start] for x in w[start:]):
         return None  # the repeat is not a last phrase that only says again what was said

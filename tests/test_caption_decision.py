@@ -236,3 +236,30 @@ def test_eval_reports_the_decision_per_source(tmp_path, photo_paths):
         assert set(METRIC_KEYS) | set(DECISION_KEYS) <= set(m) and m["n_images"] == 2
     assert metrics["n_sure"] + metrics["n_hedged"] + metrics["n_unknown"] == 4
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_number_is_not_sure_when_clearly_more_are_seen():
+    two = seen([("person", 0.9, LEFT), ("person", 0.8, MIDDLE)])
+    five = seen([("person", 0.9, LEFT), ("person", 0.8, MIDDLE), ("person", 0.7, (0.7, 0.2, 0.9, 0.9)),
+                 ("person", 0.7, (0.1, 0.6, 0.3, 0.9)), ("person", 0.6, (0.5, 0.6, 0.6, 0.9))])
+    assert judge("Two people are walking.", gather(two, RULES), RULES).level == "sure"
+    verdict = judge("Two people are walking.", gather(five, RULES), RULES)
+    assert verdict.level == "likely" and "says 2 person, sees 5 surely" in verdict.problems
+    assert judge("A group of people are walking.", gather(five, RULES), RULES).level == "sure"  # no number said
+    assert judge("Two people are walking.", gather(five, replace(RULES, overcount_margin=0)),
+                 replace(RULES, overcount_margin=0)).level == "sure"
+
+
+def test_a_colour_the_pixels_contradict_is_not_said_as_sure():
+    import numpy as np
+
+    describer = Describer(SimpleNamespace(memory=None, bundle=None), None, RULES)
+    blue = np.zeros((120, 160, 3), np.uint8)
+    blue[:] = (30, 60, 200)
+    perception = seen([("car", 0.95, (0.1, 0.1, 0.9, 0.9))])
+    pool = ["A red car is parked.", "A red car is parked on the street."]
+    assert describer.decide_texts(pool, None, perception).sentence == "A red car is parked."  # no pixels given
+    choice = describer.decide_texts(pool, None, perception, blue)
+    assert (choice.sentence, choice.confidence) == ("A car is parked.", "sure")
+    red = blue[..., ::-1].copy()
+    assert describer.decide_texts(pool, None, perception, red).sentence == "A red car is parked."

@@ -14,10 +14,13 @@ from edgecap.wording import CLOTHING, PERSON_KIND_OF, flaws, generic, repaired, 
 GARBLED = ["A cat is laying on a window in a cat.", "A cat is eating a cat.", "A boy holds a yellow and yellow toy.",
            "A little boy wearing a yellow shirt is climbing a large.", "A cat with a its mouth open.",
            "A group of people are sitting at a table with a table.", "A black and white dog is is flying.",
-           "A boy is walking down a dirt path in a dirt path.", "A large train is going down a."]
+           "A boy is walking down a dirt path in a dirt path.", "A large train is going down a.",
+           "A group of people are walking down a street in the street.", "A man is sitting on a leaves.",
+           "A laptop with a laptop."]
 WELL_FORMED = ["A cat is playing with a yellow toy.", "A brown dog chases a black dog.",
                "A dog and a dog are playing in the snow.", "Two dogs run next to each other.",
-               "A man in a red shirt is climbing a rock.", "A girl sits on a bench next to her."]
+               "A man in a red shirt is climbing a rock.", "A girl sits on a bench next to her.",
+               "A man sits at a table while a dog sits under the table.", "A boy's team plays."]
 CAPTIONS = SHARED_DATA / "captioned" / "captions.jsonl"
 
 

@@ -71,6 +71,12 @@ class GroundingRules:
     # ... unless this share of the candidate pool says the same word (per kind of word; > 1: never)
     specifics_agreement: dict[str, float] = field(default_factory=lambda: {"person": 1.01, "colour": 1.0,
                                                                            "clothing": 1.01})
+    # A colour word the pool agrees on is still said generically when less than this share of the
+    # pixels of what it describes can be that colour (edgecap.vision.colour_check).
+    check_colours: bool = True
+    # "Two people" is not said as sure when this many more are detected surely (0: never checked).
+    overcount_margin: int = 2
+    colour_min_share: float = 0.1
     trace_label: float = 0.0  # ImageNet support that counts as a trace of a class (with hedge_on_any_trace)
     hedge_max_named: int = 3  # objects listed in one evidence statement ("I can see a cup and a table.")
     hedge_likely_objects: bool = True  # with nothing seen surely, name the likely things ("I'm not sure. ...")
@@ -186,12 +192,15 @@ class Verdict:
     margin: float = 0.0  # min over named classes of best score / sure threshold (0 if a claim is unseen)
 
 
-def stated_counts(mentions: list[Mention]) -> dict[str, int]:
-    """How many of each class a caption says there are (1 unless a number or plural says more)."""
+def stated_counts(mentions: list[Mention], explicit_only: bool = False) -> dict[str, int]:
+    """How many of each class a caption says there are (1 unless a number or plural says more);
+    explicit_only: only the classes given a number ("two dogs")."""
     counts: dict[str, int] = {}
     for m in mentions:
         before = m.words[max(0, m.start - 3):m.start]
         n = next((NUMBERS[w] for w in reversed(before) if w in NUMBERS), None)
+        if n is None and explicit_only:
+            continue
         if n is None:
             word = m.words[m.start]
             n = 2 if m.plural or word in PLURAL_WORDS or any(w in PLURAL_WORDS for w in before[-2:]) else 1
@@ -202,6 +211,7 @@ def stated_counts(mentions: list[Mention]) -> dict[str, int]:
 def judge(caption: str, evidence: Evidence, rules: GroundingRules) -> Verdict:
     mentions = chair_mentions(caption, grounding_table())
     counts = stated_counts(mentions)
+    numbered = stated_counts(mentions, explicit_only=True) if rules.overcount_margin else {}
     named = tuple(counts)
     problems: list[str] = []
     level = "sure"
@@ -227,6 +237,9 @@ def judge(caption: str, evidence: Evidence, rules: GroundingRules) -> Verdict:
             level = "likely" if level == "sure" else level
         if n > 1 and evidence.count_any(cls) < n:
             problems.append(f"says {n} {cls}, sees {evidence.count_any(cls)}")
+            level = "likely" if level == "sure" else level
+        elif cls in numbered and len(evidence.sure.get(cls, ())) >= n + rules.overcount_margin:
+            problems.append(f"says {n} {cls}, sees {len(evidence.sure[cls])} surely")
             level = "likely" if level == "sure" else level
         other = contradiction(cls, evidence, rules)
         if other:
