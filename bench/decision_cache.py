@@ -8,6 +8,11 @@ would not find itself.
 
     python bench/decision_cache.py --data ../shared/data --split val --out /tmp/dc-val.json
     python bench/decision_cache.py --data ../shared/data --split train --coco-only --out /tmp/dc-train-coco.json
+
+--pools g8,g4,n8 also caches other candidate pools under "pools" (g: with the greedy row, n:
+without; the number: sampled rows; a tail "s1": seed 1, so g8s1 measures the seed's noise),
+each decoded as the bundle would decode it, so bench/decision_replay.py --pool NAME can
+score another pool on the same perception.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +29,7 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edgecap.caption import describer_for  # noqa: E402
-from edgecap.core.decoding import DecodingOptions  # noqa: E402
+from edgecap.core.decoding import DecodingOptions, Pool, decode_pool, image_seed  # noqa: E402
 from edgecap.core.image import as_rgb, read_image  # noqa: E402
 from edgecap.core.model import OnnxCaptioner  # noqa: E402
 
@@ -36,6 +42,7 @@ def main() -> int:
     ap.add_argument("--coco-only", action="store_true")
     ap.add_argument("--flickr", type=int, default=None, help="at most this many Flickr8k photos (fixed sample)")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--pools", default="", help="comma list of extra pools to cache, e.g. g8,g4,g0,n8")
     args = ap.parse_args()
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -56,6 +63,8 @@ def main() -> int:
     memory = captioner.memory
     done = json.loads(args.out.read_text()) if args.out.is_file() else {}
     options = DecodingOptions()
+    pools = {name: Pool(greedy=name[0] == "g", samples=int(name[1:].split("s")[0]),
+                        temperature=memory.settings.temperature) for name in filter(None, args.pools.split(","))}
     for i, r in enumerate(chosen):
         if r["file"] in done:
             continue
@@ -63,6 +72,8 @@ def main() -> int:
         features = captioner.encode([rgb])
         pool = captioner.candidates(features, options)[0]
         texts = [captioner.tokenizer.decode(d.tokens) for d in pool]
+        extra = {name: [captioner.tokenizer.decode(d.tokens) for d in pool_of(captioner, features, replace(
+                 options, seed=int(name.split("s")[1]) if "s" in name else None), p)] for name, p in pools.items()}
         k = memory.settings.neighbours
         q = (np.asarray(features.pooled[0], np.float32) - memory.mean) @ memory.basis
         q /= max(np.linalg.norm(q), 1e-12)
@@ -78,11 +89,22 @@ def main() -> int:
             "objects": [[d.name, round(d.score, 4), [round(v, 4) for v in d.box]] for d in p.objects],
             "faces": [[round(f.score, 4), [round(v, 4) for v in f.box]] for f in p.faces],
             "labels": [[n, round(float(pr), 4)] for n, pr in p.labels]}
+        if extra:
+            done[r["file"]]["pools"] = extra
         if i % 50 == 49:
             print(f"  {i + 1}/{len(chosen)}", file=sys.stderr, flush=True)
             args.out.write_text(json.dumps(done))
     args.out.write_text(json.dumps(done))
     return 0
+
+
+def pool_of(captioner, features, options: DecodingOptions, pool: Pool):
+    """One photo's candidates with another pool, decoded as OnnxCaptioner.candidates decodes the bundle's."""
+    options = replace(options, max_length=min(options.max_length, captioner.arch.max_length - len(
+        captioner.bundle.tokens.prompt_ids)))
+    return decode_pool(captioner.decoder, features.take(slice(0, 1)), features.cross_k.shape[3],
+                       captioner.bundle.tokens, options, captioner.calibration_for(options), pool,
+                       image_seed(features.image_id(0), options.seed))
 
 
 if __name__ == "__main__":

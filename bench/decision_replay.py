@@ -7,6 +7,8 @@ cross-validation when --cv refits the thresholds on the other folds.
 
     python bench/decision_replay.py /tmp/dc-val.json
     python bench/decision_replay.py /tmp/dc-train.json --cv 5 --set '{"check_attributes": false}'
+    python bench/decision_replay.py /tmp/dc-val.json --pool g4       # a smaller cached pool
+    python bench/decision_replay.py /tmp/dc-val.json --early g0      # g0 when it is sure, else the full pool
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from edgecap.caption import Describer  # noqa: E402
 from edgecap.evaluation.decision_metrics import decision_metrics, source_group  # noqa: E402
-from edgecap.evaluation.evaluate import chair_objects, load_chair_table, simple_tokenize  # noqa: E402
+from edgecap.metrics.chair import chair_objects, load_chair_table  # noqa: E402
+from edgecap.metrics.text_normalise import simple_tokenize  # noqa: E402
 from edgecap.vision.perception import Detection, Perception  # noqa: E402
 
 
@@ -35,11 +38,20 @@ def perception_of(entry: dict) -> Perception:
     return Perception(objects, faces, tuple((n, p) for n, p in entry["labels"]), 0.0)
 
 
-def replay(describer: Describer, cache: dict, keys=None) -> dict:
+def replay(describer: Describer, cache: dict, keys=None, pool: str | None = None, early: str | None = None) -> dict:
+    """The decision per photo on the bundle's pool, or on cached pool `pool`; with `early`, on that
+    pool when it gives a sure sentence and on the other otherwise."""
     out = {}
     for key in keys or cache:
         e = cache[key]
-        out[key] = describer.decide_texts(e["texts"], np.array(e["neighbours"]), perception_of(e))
+        texts = e["pools"][pool] if pool else e["texts"]
+        neighbours, perception = np.array(e["neighbours"]), perception_of(e)
+        if early:
+            first = describer.decide_texts(e["pools"][early], neighbours, perception)
+            if first.confidence == "sure":
+                out[key] = first
+                continue
+        out[key] = describer.decide_texts(texts, neighbours, perception)
     return out
 
 
@@ -131,6 +143,8 @@ def main() -> int:
     ap.add_argument("--sure-precision", type=float, default=0.85)
     ap.add_argument("--likely-precision", type=float, default=0.8)
     ap.add_argument("--fit", type=Path, default=None, help="refit the thresholds on this cache (train) first")
+    ap.add_argument("--pool", default=None, help="score this cached pool (decision_cache.py --pools) instead")
+    ap.add_argument("--early", default=None, help="decide on this cached pool first; the full one only if not sure")
     ap.add_argument("--dump", type=Path, default=None, help="write key -> sentence, confidence, named")
     args = ap.parse_args()
 
@@ -149,13 +163,13 @@ def main() -> int:
             for i, held in enumerate(folds):
                 train = [k for j, f in enumerate(folds) if j != i for k in f]
                 d = Describer(captioner, base.perceiver, fit_rules(cache, train, rules, table, args))
-                spoken.update(replay(d, cache, held))
+                spoken.update(replay(d, cache, held, args.pool, args.early))
         elif args.fit:
             fit_cache = json.loads(args.fit.read_text())
             fitted = fit_rules(fit_cache, sorted(fit_cache), rules, table, args)
-            spoken = replay(Describer(captioner, base.perceiver, fitted), cache)
+            spoken = replay(Describer(captioner, base.perceiver, fitted), cache, None, args.pool, args.early)
         else:
-            spoken = replay(Describer(captioner, base.perceiver, rules), cache)
+            spoken = replay(Describer(captioner, base.perceiver, rules), cache, None, args.pool, args.early)
         print(label)
         print(fmt(score(spoken, cache, table)), flush=True)
         if args.dump:
