@@ -12,7 +12,9 @@ would not find itself.
 --pools g8,g4,n8 also caches other candidate pools under "pools" (g: with the greedy row, n:
 without; the number: sampled rows; a tail "s1": seed 1, so g8s1 measures the seed's noise),
 each decoded as the bundle would decode it, so bench/decision_replay.py --pool NAME can
-score another pool on the same perception.
+score another pool on the same perception. --staged caches the bundle's pool decoded in two
+loops, "first" (beam and greedy) and "samples" (the sampled rows alone), for
+decision_replay.py --early first --pool samples.
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ def main() -> int:
     ap.add_argument("--flickr", type=int, default=None, help="at most this many Flickr8k photos (fixed sample)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--pools", default="", help="comma list of extra pools to cache, e.g. g8,g4,g0,n8")
+    ap.add_argument("--staged", action="store_true", help="also cache pools 'first' and 'samples' (two loops)")
     args = ap.parse_args()
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -65,6 +68,9 @@ def main() -> int:
     options = DecodingOptions()
     pools = {name: Pool(greedy=name[0] == "g", samples=int(name[1:].split("s")[0]),
                         temperature=memory.settings.temperature) for name in filter(None, args.pools.split(","))}
+    if args.staged:  # the same pool decoded in two loops: beam and greedy, then the sampled rows alone
+        pools["first"] = replace(pools.get("g0", Pool(greedy=True, temperature=memory.settings.temperature)))
+        pools["samples"] = None
     for i, r in enumerate(chosen):
         if r["file"] in done:
             continue
@@ -72,8 +78,12 @@ def main() -> int:
         features = captioner.encode([rgb])
         pool = captioner.candidates(features, options)[0]
         texts = [captioner.tokenizer.decode(d.tokens) for d in pool]
-        extra = {name: [captioner.tokenizer.decode(d.tokens) for d in pool_of(captioner, features, replace(
-                 options, seed=int(name.split("s")[1]) if "s" in name else None), p)] for name, p in pools.items()}
+        extra = {name: [captioner.tokenizer.decode(d.tokens) for d in (
+            pool_of(captioner, features, replace(options, beam_size=1, temperature=memory.settings.temperature),
+                    Pool(samples=memory.settings.samples - 1, temperature=memory.settings.temperature))
+            if p is None else pool_of(
+                captioner, features, replace(options, seed=int(name.split("s")[1]) if "s" in name else None), p))]
+            for name, p in pools.items()}
         k = memory.settings.neighbours
         q = (np.asarray(features.pooled[0], np.float32) - memory.mean) @ memory.basis
         q /= max(np.linalg.norm(q), 1e-12)

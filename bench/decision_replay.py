@@ -8,7 +8,7 @@ cross-validation when --cv refits the thresholds on the other folds.
     python bench/decision_replay.py /tmp/dc-val.json
     python bench/decision_replay.py /tmp/dc-train.json --cv 5 --set '{"check_attributes": false}'
     python bench/decision_replay.py /tmp/dc-val.json --pool g4       # a smaller cached pool
-    python bench/decision_replay.py /tmp/dc-val.json --early g0      # g0 when it is sure, else the full pool
+    python bench/decision_replay.py /tmp/dc-val.json --early g0      # g0 when its sentence stands, else the full pool
 """
 from __future__ import annotations
 
@@ -38,9 +38,17 @@ def perception_of(entry: dict) -> Perception:
     return Perception(objects, faces, tuple((n, p) for n, p in entry["labels"]), 0.0)
 
 
+def needs_samples(confidence: str, sentence: str) -> bool:
+    """--early's rule: a sure sentence from the smaller pool stands unless it keeps a colour, a person
+    kind or clothing (those are said only when the pool agrees on them, and two captions agree far
+    more easily than ten); anything else is decided again on the full pool."""
+    from edgecap.wording import specifics
+    return confidence != "sure" or any(specifics(sentence).values())
+
+
 def replay(describer: Describer, cache: dict, keys=None, pool: str | None = None, early: str | None = None) -> dict:
     """The decision per photo on the bundle's pool, or on cached pool `pool`; with `early`, on that
-    pool when it gives a sure sentence and on the other otherwise."""
+    pool when its sentence stands (needs_samples), and on the other otherwise."""
     out = {}
     for key in keys or cache:
         e = cache[key]
@@ -48,9 +56,11 @@ def replay(describer: Describer, cache: dict, keys=None, pool: str | None = None
         neighbours, perception = np.array(e["neighbours"]), perception_of(e)
         if early:
             first = describer.decide_texts(e["pools"][early], neighbours, perception)
-            if first.confidence == "sure":
+            if not needs_samples(first.confidence, first.sentence):
                 out[key] = first
                 continue
+            if pool == "samples":  # the second loop of a staged bundle: both loops' candidates
+                texts = e["pools"][early] + texts
         out[key] = describer.decide_texts(texts, neighbours, perception)
     return out
 
@@ -144,7 +154,7 @@ def main() -> int:
     ap.add_argument("--likely-precision", type=float, default=0.8)
     ap.add_argument("--fit", type=Path, default=None, help="refit the thresholds on this cache (train) first")
     ap.add_argument("--pool", default=None, help="score this cached pool (decision_cache.py --pools) instead")
-    ap.add_argument("--early", default=None, help="decide on this cached pool first; the full one only if not sure")
+    ap.add_argument("--early", default=None, help="decide on this cached pool first; the full one only if needs_samples")
     ap.add_argument("--dump", type=Path, default=None, help="write key -> sentence, confidence, named")
     args = ap.parse_args()
 
