@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -66,7 +67,7 @@ def main() -> int:
     memory = captioner.memory
     done = json.loads(args.out.read_text()) if args.out.is_file() else {}
     options = DecodingOptions()
-    pools = {name: Pool(greedy=name[0] == "g", samples=int(name[1:].split("s")[0]),
+    pools = {name: Pool(greedy=name[0] == "g", samples=int(re.match(r"[gn](\d+)", name).group(1)),
                         temperature=memory.settings.temperature) for name in filter(None, args.pools.split(","))}
     if args.staged:  # the same pool decoded in two loops: beam and greedy, then the sampled rows alone
         pools["first"] = replace(pools.get("g0", Pool(greedy=True, temperature=memory.settings.temperature)))
@@ -82,7 +83,7 @@ def main() -> int:
             pool_of(captioner, features, replace(options, beam_size=1, temperature=memory.settings.temperature),
                     Pool(samples=memory.settings.samples - 1, temperature=memory.settings.temperature))
             if p is None else pool_of(
-                captioner, features, replace(options, seed=int(name.split("s")[1]) if "s" in name else None), p))]
+                captioner, features, replace(options, seed=seed_of(name)), p))]
             for name, p in pools.items()}
         k = memory.settings.neighbours
         q = (np.asarray(features.pooled[0], np.float32) - memory.mean) @ memory.basis
@@ -106,6 +107,12 @@ def main() -> int:
             args.out.write_text(json.dumps(done))
     args.out.write_text(json.dumps(done))
     return 0
+
+
+def seed_of(name: str) -> int | None:
+    """The seed a pool name asks for: g8s1 -> 1; g8, first -> None (the bundle's)."""
+    found = re.fullmatch(r"[gn]\d+s(\d+)", name)
+    return int(found.group(1)) if found else None
 
 
 def pool_of(captioner, features, options: DecodingOptions, pool: Pool):
