@@ -154,7 +154,7 @@ def main() -> int:
     ap.add_argument("--likely-precision", type=float, default=0.8)
     ap.add_argument("--fit", type=Path, default=None, help="refit the thresholds on this cache (train) first")
     ap.add_argument("--pool", default=None, help="score this cached pool (decision_cache.py --pools) instead")
-    ap.add_argument("--early", default=None, help="decide on this cached pool first; the full one only if needs_samples")
+    ap.add_argument("--early", default=None, help="decide on this cached pool first; on the full one if needs_samples")
     ap.add_argument("--dump", type=Path, default=None, help="write key -> sentence, confidence, named")
     args = ap.parse_args()
 
