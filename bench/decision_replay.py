@@ -7,6 +7,8 @@ cross-validation when --cv refits the thresholds on the other folds.
 
     python bench/decision_replay.py /tmp/dc-val.json
     python bench/decision_replay.py /tmp/dc-train.json --cv 5 --set '{"check_attributes": false}'
+    python bench/decision_replay.py /tmp/dc-val.json --pool g4       # a smaller cached pool
+    python bench/decision_replay.py /tmp/dc-val.json --early g0      # g0 when its sentence stands, else the full pool
 """
 from __future__ import annotations
 
@@ -36,13 +38,33 @@ def perception_of(entry: dict) -> Perception:
     return Perception(objects, faces, tuple((n, p) for n, p in entry["labels"]), 0.0)
 
 
-def replay(describer: Describer, cache: dict, keys=None, pixels=None) -> dict:
-    """pixels: key -> RGB photo (for the colour check), or None to decide without pixels."""
+def needs_samples(confidence: str, sentence: str) -> bool:
+    """--early's rule: a sure sentence from the smaller pool stands unless it keeps a colour, a person
+    kind or clothing (those are said only when the pool agrees on them, and two captions agree far
+    more easily than ten); anything else is decided again on the full pool."""
+    from edgecap.wording import specifics
+    return confidence != "sure" or any(specifics(sentence).values())
+
+
+def replay(describer: Describer, cache: dict, keys=None, pool: str | None = None, early: str | None = None,
+           pixels=None) -> dict:
+    """The decision per photo on the bundle's pool, or on cached pool `pool`; with `early`, on that
+    pool when its sentence stands (needs_samples), and on the other otherwise. pixels: key -> RGB
+    photo (for the colour check), or None to decide without pixels."""
     out = {}
     for key in keys or cache:
         e = cache[key]
+        texts = e["pools"][pool] if pool else e["texts"]
+        neighbours, perception = np.array(e["neighbours"]), perception_of(e)
         rgb = pixels(key) if pixels else None
-        out[key] = describer.decide_texts(e["texts"], np.array(e["neighbours"]), perception_of(e), rgb)
+        if early:
+            first = describer.decide_texts(e["pools"][early], neighbours, perception, rgb)
+            if not needs_samples(first.confidence, first.sentence):
+                out[key] = first
+                continue
+            if pool == "samples":  # the second loop of a staged bundle: both loops' candidates
+                texts = e["pools"][early] + texts
+        out[key] = describer.decide_texts(texts, neighbours, perception, rgb)
     return out
 
 
@@ -143,6 +165,8 @@ def main() -> int:
     ap.add_argument("--mention-l2", type=float, default=None,
                     help="with --cv or --fit: refit the mention model (bench/mention_fit.py) there too")
     ap.add_argument("--mention-drop", default="", help="features the refitted mention model leaves out")
+    ap.add_argument("--pool", default=None, help="score this cached pool (decision_cache.py --pools) instead")
+    ap.add_argument("--early", default=None, help="decide on this cached pool first; on the full one if needs_samples")
     ap.add_argument("--dump", type=Path, default=None, help="write key -> sentence, confidence, named")
     ap.add_argument("--pixels", type=Path, default=None, metavar="DATA",
                     help="the data folder: decide with the photos' pixels (colour words are checked)")
@@ -170,13 +194,13 @@ def main() -> int:
             for i, held in enumerate(folds):
                 train = [k for j, f in enumerate(folds) if j != i for k in f]
                 d = Describer(captioner, base.perceiver, fit_rules(cache, train, rules, table, args))
-                spoken.update(replay(d, cache, held, pixels))
+                spoken.update(replay(d, cache, held, args.pool, args.early, pixels))
         elif args.fit:
             fit_cache = json.loads(args.fit.read_text())
             fitted = fit_rules(fit_cache, sorted(fit_cache), rules, table, args)
-            spoken = replay(Describer(captioner, base.perceiver, fitted), cache, pixels=pixels)
+            spoken = replay(Describer(captioner, base.perceiver, fitted), cache, None, args.pool, args.early, pixels)
         else:
-            spoken = replay(Describer(captioner, base.perceiver, rules), cache, pixels=pixels)
+            spoken = replay(Describer(captioner, base.perceiver, rules), cache, None, args.pool, args.early, pixels)
         print(label)
         print(fmt(score(spoken, cache, table)), flush=True)
         if args.dump:

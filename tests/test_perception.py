@@ -115,6 +115,53 @@ def test_letterbox_and_unit_boxes_round_trip():
     assert inside(in_padding).tolist() == [False] and inside(unit).tolist() == [True]
 
 
+def test_letterbox_padded_to_stride_keeps_the_frame_and_drops_the_square():
+    frame = np.random.default_rng(0).integers(0, 255, (300, 451, 3), dtype=np.uint8)
+    square, scale = letterbox(frame, 320)
+    padded, scale_padded = letterbox(frame, 320, pad_to=32)
+    assert scale_padded == scale and padded.shape == (1, 3, 224, 320)  # 212 rows, padded up to 224
+    assert np.array_equal(padded, square[:, :, :224])  # the same shrunk frame on the same grey
+
+
+def test_detector_padded_to_stride(tmp_path):
+    """A graph with free height and width runs at the frame's shape: a square photo gives exactly the
+    square letterbox's objects; a 3:2 one runs on fewer anchors and still finds the cat."""
+    onnx = pytest.importorskip("onnx")
+    from dataclasses import replace
+
+    from edgecap.core.image import read_image
+    from edgecap.core.providers import create_session
+
+    bundle = load_bundle(BUNDLE)
+    square = Perceiver.from_bundle(bundle, CPU, 1)
+    if not square.detector_settings.pad_to_stride:
+        dst = _copy_bundle(tmp_path)
+        manifest = json.loads((dst / "manifest.json").read_text())
+        manifest["perception"]["detector"]["pad_to_stride"] = True
+        write_manifest(dst, manifest)
+        with pytest.raises(BundleError, match="fixed"):  # a fixed graph cannot be padded to the stride
+            Perceiver.from_bundle(load_bundle(dst), CPU, 1)
+        model = onnx.load_from_string(bundle.read_verified("detector"))
+        for dim, name in zip(model.graph.input[0].type.tensor_type.shape.dim[2:], ("height", "width")):
+            dim.dim_param = name
+        padded = Perceiver.from_bundle(bundle, CPU, 1)
+        padded.detector = create_session(model.SerializeToString(), CPU, 1, "detector")
+        padded.detector_settings = replace(padded.detector_settings, pad_to_stride=True)
+    else:
+        padded = square
+        square = Perceiver.from_bundle(bundle, CPU, 1)
+        square.detector_settings = replace(square.detector_settings, pad_to_stride=False)
+    astronaut = read_image(BUNDLE.parents[1] / "assets" / "astronaut.jpg")
+    assert astronaut.shape[0] == astronaut.shape[1]
+    assert padded.detect_objects(astronaut, from_rgb=True) == square.detect_objects(astronaut, from_rgb=True)
+    chelsea = read_image(BUNDLE.parents[1] / "assets" / "chelsea.jpg")
+    assert chelsea.shape[:2] == (300, 451)
+    found = padded.detect_objects(chelsea, from_rgb=True)
+    assert found and found[0].name == "cat"
+    cat = next(d for d in square.detect_objects(chelsea, from_rgb=True) if d.name == "cat")
+    assert np.allclose(found[0].box, cat.box, atol=0.02) and abs(found[0].score - cat.score) < 0.1
+
+
 def test_yolox_decode_and_per_class_nms():
     settings = DetectorSettings(input_size=64, score_floor=0.25)
     points, strides = grid_points((64, 64), settings.strides)

@@ -44,18 +44,23 @@ class Perception:
 
 @dataclass(frozen=True)
 class DetectorSettings:
-    input_size: int = 416  # square letterbox side the graph runs at
+    input_size: int = 416  # letterbox side the graph runs at (the longer side with pad_to_stride)
     strides: tuple[int, ...] = (8, 16, 32)
     score_floor: float = 0.25
     nms_iou: float = 0.45
     max_detections: int = 50
+    # False: a square input_size canvas. True: the frame keeps its shape, longer side at input_size,
+    # padded to a multiple of the largest stride (a graph with free height and width): a 4:3 photo
+    # runs at 320x256 instead of 320x320, and the shrunk frame is the same.
+    pad_to_stride: bool = False
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DetectorSettings":
         return cls(input_size=int(d["input_size"]), strides=tuple(d.get("strides", cls.strides)),
                    score_floor=float(d.get("score_floor", cls.score_floor)),
                    nms_iou=float(d.get("nms_iou", cls.nms_iou)),
-                   max_detections=int(d.get("max_detections", cls.max_detections)))
+                   max_detections=int(d.get("max_detections", cls.max_detections)),
+                   pad_to_stride=bool(d.get("pad_to_stride", cls.pad_to_stride)))
 
 
 @dataclass(frozen=True)
@@ -73,9 +78,10 @@ class FaceSettings:
 
 
 # --- geometry ------------------------------------------------------------------------
-def letterbox(bgr: np.ndarray, size: int, from_rgb: bool = False) -> tuple[np.ndarray, float]:
+def letterbox(bgr: np.ndarray, size: int, from_rgb: bool = False, pad_to: int = 0) -> tuple[np.ndarray, float]:
     """Shrink into a size x size grey canvas at the top left, keeping the aspect; (NCHW float32 BGR, scale).
 
+    pad_to: instead of a square, the canvas is the shrunk frame padded up to a multiple of pad_to.
     from_rgb: the frame is RGB; its channels are swapped after shrinking, which gives the same
     numbers as shrinking the BGR frame (a resize treats each channel alike) for less copying."""
     h, w = bgr.shape[:2]
@@ -83,7 +89,8 @@ def letterbox(bgr: np.ndarray, size: int, from_rgb: bool = False) -> tuple[np.nd
     nh, nw = max(1, int(h * scale)), max(1, int(w * scale))
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     small = cv2.resize(bgr, (nw, nh), interpolation=interp)
-    return _planes(small, (size, size), LETTERBOX_GREY, from_rgb), scale
+    canvas = (-(-nh // pad_to) * pad_to, -(-nw // pad_to) * pad_to) if pad_to else (size, size)
+    return _planes(small, canvas, LETTERBOX_GREY, from_rgb), scale
 
 
 def _planes(image: np.ndarray, size_hw: tuple[int, int], fill: int, swap: bool) -> np.ndarray:
@@ -149,12 +156,16 @@ def inside(unit: np.ndarray) -> np.ndarray:
 
 
 # --- detectors -----------------------------------------------------------------------
-def decode_yolox(raw: np.ndarray, settings: DetectorSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(N, 5 + C) raw rows -> boxes (M, 4) in model pixels, scores (M,), classes (M,) after per-class NMS."""
-    points, strides = grid_points((settings.input_size, settings.input_size), tuple(settings.strides))
+def decode_yolox(raw: np.ndarray, settings: DetectorSettings, size_hw: tuple[int, int] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(N, 5 + C) raw rows -> boxes (M, 4) in model pixels, scores (M,), classes (M,) after per-class NMS.
+
+    size_hw: the graph's input height and width (default: the square input_size)."""
+    size_hw = size_hw or (settings.input_size, settings.input_size)
+    points, strides = grid_points(tuple(size_hw), tuple(settings.strides))
     if raw.shape[0] != points.shape[0]:
         raise BundleError(f"detector gives {raw.shape[0]} anchor points, expected {points.shape[0]} "
-                          f"at input {settings.input_size}")
+                          f"at input {size_hw[0]}x{size_hw[1]}")
     scores_all = raw[:, 4:5] * raw[:, 5:]  # objectness x class, both already sigmoid-ed
     rows, classes = np.nonzero(scores_all >= settings.score_floor)
     if rows.size == 0:
@@ -278,6 +289,10 @@ class Perceiver:
             raise BundleError(f"{bundle.path}: {bundle.files['imagenet_head']}: {exc}") from None
         detector = create_session(bundle.read_verified("detector"), providers, threads, "detector")
         width = detector.get_outputs()[0].shape[-1]
+        fixed = [d for d in detector.get_inputs()[0].shape[2:] if isinstance(d, int)]
+        if detector_settings.pad_to_stride and fixed:
+            raise BundleError(f"{bundle.path}: the manifest pads the detector's input to its stride, but its "
+                              f"graph input is fixed at {detector.get_inputs()[0].shape}")
         if isinstance(width, int) and width != 5 + len(classes):
             raise BundleError(f"{bundle.path}: detector scores {width - 5} classes, the manifest names {len(classes)}")
         faces = create_session(bundle.read_verified("faces"), providers, threads, "face detector")
@@ -296,9 +311,9 @@ class Perceiver:
 
     def detect_objects(self, bgr: np.ndarray, from_rgb: bool = False) -> tuple[Detection, ...]:
         s = self.detector_settings
-        pixels, scale = letterbox(bgr, s.input_size, from_rgb)
+        pixels, scale = letterbox(bgr, s.input_size, from_rgb, max(s.strides) if s.pad_to_stride else 0)
         raw = self.detector.run(None, {self._detector_input: pixels})[0][0]
-        boxes, scores, classes = decode_yolox(raw, s)
+        boxes, scores, classes = decode_yolox(raw, s, pixels.shape[2:])
         unit = to_unit_boxes(boxes, scale, bgr.shape[0], bgr.shape[1])
         return tuple(Detection(self.classes[c], float(p), tuple(float(v) for v in b))  # type: ignore[arg-type]
                      for b, p, c, ok in zip(unit, scores, classes, inside(unit)) if ok)
