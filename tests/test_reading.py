@@ -256,3 +256,38 @@ def test_a_weak_line_is_read_again_the_other_way_up(photos):
     texts, scores, flipped = ["W 91"], [0.5], [True]
     TextReader(ReadOptions(rescue_score=0.95))._rescue([crop], texts, scores, flipped, [False], {0})
     assert texts == ["West 891"] and flipped == [False]
+
+
+RUN_TOGETHER = [("COFFEE", "UNTIL"), ("WITH", "TOTAL"), ("HOTEL", "KEEP"), ("PARACETAMOL", ""), ("University", "")]
+
+
+def test_words_run_together_are_parted_where_the_recogniser_saw_a_space(reader, photos):
+    # Two words drawn 4 px apart (a narrow space, as in Hershey fonts): the recogniser's best
+    # reading runs them together, though the space character gets a share of the columns between.
+    canvas = cv2.resize(photos[3], (640, 480))
+    cv2.rectangle(canvas, (20, 20), (620, 60 + 60 * len(RUN_TOGETHER)), (235, 235, 225), -1)
+    for i, (first, second) in enumerate(RUN_TOGETHER):
+        width = cv2.getTextSize(first, cv2.FONT_HERSHEY_SIMPLEX, 1.2, 2)[0][0]
+        for x, word in ((40, first), (40 + width + 4, second)):
+            cv2.putText(canvas, word, (x, 70 + 60 * i), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (20, 20, 20), 2, cv2.LINE_AA)
+    said = [f"{a} {b}".strip() for a, b in RUN_TOGETHER]
+    assert [line.text for line in reader.read(canvas).lines] == said  # long single words stay whole
+    unspaced = [line.text for line in TextReader(ReadOptions(space_floor=0)).read(canvas).lines]
+    assert len(unspaced) == len(said) and sum(" " not in t and " " in s for t, s in zip(unspaced, said)) >= 2
+
+
+def test_spaces_come_only_from_the_recognisers_own_columns():
+    from edgecap.vision.ctc_spaces import spaced
+
+    characters = ["blank", "A", "B", " "]
+    probs = np.zeros((12, 4), np.float32)
+    probs[:, 0] = 1.0
+    for col, ch in ((1, 1), (3, 2), (5, 1), (10, 2)):  # "ABAB": a step of 2 columns, then 5
+        probs[col, ch] = 2.0
+    assert spaced("ABAB", probs, characters) == "ABAB"  # the space never had a chance
+    probs[7, 3] = 0.05  # the space got 5% in a column of the wide gap: below the blank, above the floor
+    assert spaced("ABAB", probs, characters) == "ABA B"
+    assert spaced("ABAB", probs, characters, floor=0.1) == "ABAB"
+    probs[7, 3], probs[2, 3] = 0.0, 0.05  # ... in a gap no wider than the usual step: no space
+    assert spaced("ABAB", probs, characters) == "ABAB"
+    assert spaced("BABA", probs, characters) == "BABA"  # not the greedy reading of these columns: untouched

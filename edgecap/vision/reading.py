@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from edgecap.vision.reading_order import TextBlock, TextLine, arrange, upright_points
+from edgecap.vision.ctc_spaces import SPACE_FLOOR, install as install_spacing
 from edgecap.vision.text_crops import CROP_VIEWS, band_box, equalised_copy, line_bands
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
@@ -63,6 +64,9 @@ class ReadOptions:
     rescue_score: float = 0.95
     rescue_views: str = "flip,stretch,sharpen"
     split_blocks: bool = True  # regions holding several lines are cut into lines and read again
+    # A space is put between two characters where the recogniser gave the space at least this
+    # probability but the blank won (words run together: "COFFEEUNTIL"); 0: off. See ctc_spaces.py.
+    space_floor: float = SPACE_FLOOR
     threads: int | None = None
 
     def __post_init__(self):
@@ -156,6 +160,7 @@ class TextReader:
                   "EngineConfig.onnxruntime.intra_op_num_threads": threads}
         params.update({f"{task}.model_path": str(folder / name) for task, name in MODEL_FILES.items()})
         self._engine = RapidOCR(params=params)
+        install_spacing(self._engine._load_rec_model(), options.space_floor)
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)
 
     def _prepare(self, rgb: np.ndarray) -> np.ndarray:
