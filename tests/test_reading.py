@@ -291,3 +291,26 @@ def test_spaces_come_only_from_the_recognisers_own_columns():
     probs[7, 3], probs[2, 3] = 0.0, 0.05  # ... in a gap no wider than the usual step: no space
     assert spaced("ABAB", probs, characters) == "ABAB"
     assert spaced("BABA", probs, characters) == "BABA"  # not the greedy reading of these columns: untouched
+
+
+def test_a_sideways_line_read_at_first_look_is_kept_when_the_turned_photo_finds_less(reader):
+    # Synthetic image 125 of bench/text_eval.py (seed 0): 12 px blurred text turned a quarter. The
+    # first look reads "ENTRANCE offi..." sideways and votes to turn the photo; the detector finds
+    # nothing in the turned photo, and that look used to replace the first.
+    import glob
+    import random
+
+    from conftest import REPO, SHARED_DATA
+    backgrounds = sorted(glob.glob(str(SHARED_DATA / "unlabeled" / "images" / "*.jpg")))
+    if not backgrounds:
+        pytest.skip("needs ../shared/data/unlabeled")
+    sys.path.insert(0, str(REPO / "bench"))
+    from text_synth import render
+
+    rng = random.Random(0)
+    for _ in range(126):
+        rgb, truth, meta = render(rng, backgrounds)
+    assert truth[0] == "ENTRANCE" and meta["angle"] == 90 and meta["size"] == 12
+    lines, _ = reader.recognise(rgb)
+    kept = [line for line in lines if line.score >= ReadOptions().min_score]
+    assert kept and kept[0].text.startswith("ENTRANCE") and kept[0].angle in (90, 270)

@@ -192,7 +192,10 @@ class TextReader:
         if turn == 0:
             return lines, regions
         turned = np.ascontiguousarray(np.rot90(rgb, k=-turn // 90))  # k < 0: clockwise
-        again, regions = self._one_pass(turned, equalise)
+        again, turned_regions = self._one_pass(turned, equalise)
+        if _says(again, self.options.min_score) < _says(lines, self.options.min_score):
+            return lines, regions  # the turned photo lost text the first look read (a 12 px line not found again)
+        regions = turned_regions
         th, tw = turned.shape[:2]
         back, size = (360 - turn) % 360, [rgb.shape[1], rgb.shape[0]]
         return [TextLine(ln.text, ln.score,
