@@ -314,3 +314,24 @@ def test_a_sideways_line_read_at_first_look_is_kept_when_the_turned_photo_finds_
     lines, _ = reader.recognise(rgb)
     kept = [line for line in lines if line.score >= ReadOptions().min_score]
     assert kept and kept[0].text.startswith("ENTRANCE") and kept[0].angle in (90, 270)
+
+
+def test_a_line_cut_short_by_its_box_is_read_to_its_end(reader, photos):
+    from edgecap.vision.text_crops import overlaps_another, read_line_ends, reached_box
+
+    canvas = cv2.cvtColor(cv2.resize(photos[3], (640, 200)), cv2.COLOR_RGB2BGR)
+    canvas[40:120] = (225, 225, 215)
+    cv2.putText(canvas, "Garden office", (40, 95), cv2.FONT_HERSHEY_DUPLEX, 1.4, (30, 30, 30), 2, cv2.LINE_AA)
+    width = cv2.getTextSize("Garden off", cv2.FONT_HERSHEY_DUPLEX, 1.4, 2)[0][0]
+    short = np.array([[32, 55], [40 + width, 55], [40 + width, 105], [32, 105]], np.float32)  # stops at "off"
+    texts, scores = ["Garden off"], [0.99]
+    read_line_ends(reader._engine, canvas, [short], texts, scores, [False], 1.5, 0.9)
+    assert texts == ["Garden office"] and scores[0] >= 0.9
+    stretched = reached_box(short, 1.5, False, 640, 200)
+    assert stretched[0][0] == 0 and stretched[1][0] == pytest.approx(40 + width + 75) and stretched[0][1] == 55
+    # The rest of the line found as a box of its own: the stretched box would read it twice.
+    rest = np.array([[45 + width, 55], [300, 55], [300, 105], [45 + width, 105]], np.float32)
+    assert overlaps_another(stretched, [short, rest], 0)
+    texts = ["Garden off"]
+    read_line_ends(reader._engine, canvas, [short, rest], texts, [0.99, 0.2], [False, False], 1.5, 0.9)
+    assert texts == ["Garden off"]
