@@ -290,6 +290,8 @@ def test_spaces_come_only_from_the_recognisers_own_columns():
     assert spaced("ABAB", probs, characters, floor=0.1) == "ABAB"
     probs[7, 3], probs[2, 3] = 0.0, 0.05  # ... in a gap no wider than the usual step: no space
     assert spaced("ABAB", probs, characters) == "ABAB"
+    probs[2, 3], probs[5, 3] = 0.0, 0.05  # ... in the letter's own column (a space said before it lingers)
+    assert spaced("ABAB", probs, characters) == "ABAB"
     assert spaced("BABA", probs, characters) == "BABA"  # not the greedy reading of these columns: untouched
 
 
@@ -327,8 +329,11 @@ def test_a_line_cut_short_by_its_box_is_read_to_its_end(reader, photos):
     texts, scores = ["Garden off"], [0.99]
     read_line_ends(reader._engine, canvas, [short], texts, scores, [False], 1.5, 0.9)
     assert texts == ["Garden office"] and scores[0] >= 0.9
-    stretched = reached_box(short, 1.5, False, 640, 200)
-    assert stretched[0][0] == 0 and stretched[1][0] == pytest.approx(40 + width + 75) and stretched[0][1] == 55
+    stretched = reached_box(short, 1.5, False, False, 640, 200)  # past the line's end: its right
+    assert stretched[0][0] == 32 and stretched[1][0] == pytest.approx(40 + width + 75) and stretched[0][1] == 55
+    assert reached_box(short, 1.5, False, True, 640, 200)[0][0] == 0  # read half a turn round: its left
+    tall = np.array([[55, 32], [105, 32], [105, 40 + width], [55, 40 + width]], np.float32)  # sideways: ends at p3-p2
+    assert reached_box(tall, 1.5, True, False, 640, 640)[2][1] == pytest.approx(40 + width + 75)
     # The rest of the line found as a box of its own: the stretched box would read it twice.
     rest = np.array([[45 + width, 55], [300, 55], [300, 105], [45 + width, 105]], np.float32)
     assert overlaps_another(stretched, [short, rest], 0)

@@ -93,17 +93,18 @@ def band_box(box: np.ndarray, r0: float, r1: float, tall: bool, flipped: bool) -
     return np.array([p0 + r0 * (p3 - p0), p1 + r0 * (p2 - p1), p1 + r1 * (p2 - p1), p0 + r1 * (p3 - p0)])
 
 
-def reached_box(box: np.ndarray, reach: float, tall: bool, width: int, height: int) -> np.ndarray:
-    """A detector box (rapidocr's corner order) stretched along its line by `reach` times the line's
-    thickness at both ends, kept inside the image: the detector sometimes stops a letter or two
-    short of a line's end ("ENTRANCE Plea")."""
+def reached_box(box: np.ndarray, reach: float, tall: bool, flipped: bool, width: int, height: int) -> np.ndarray:
+    """A detector box (rapidocr's corner order) stretched `reach` times the line's thickness past
+    the end of its line (the end as read: `flipped`, read half a turn round), kept inside the
+    image: the detector sometimes stops a letter or two short of a line's end ("ENTRANCE Plea")."""
     p0, p1, p2, p3 = np.asarray(box, np.float64)
+    # rapidocr turns a tall crop a quarter counter-clockwise: its line runs from the p0-p1 edge
+    # to the p3-p2 edge; a flat crop's from p0-p3 to p1-p2.
     along, across = (p3 - p0, p1 - p0) if tall else (p1 - p0, p3 - p0)
     step = along / max(np.linalg.norm(along), 1e-9) * reach * np.linalg.norm(across)
-    if tall:  # the line runs from the p0-p1 edge to the p3-p2 edge
-        out = np.array([p0 - step, p1 - step, p2 + step, p3 + step])
-    else:
-        out = np.array([p0 - step, p1 + step, p2 + step, p3 - step])
+    ends = ((2, 3) if tall else (1, 2)) if not flipped else ((0, 1) if tall else (0, 3))
+    out = np.array([p0, p1, p2, p3])
+    out[list(ends)] += -step if flipped else step
     return np.clip(out, 0, [width - 1, height - 1]).astype(np.float32)
 
 
@@ -135,16 +136,16 @@ def _letters(text: str) -> str:
 def read_line_ends(engine, img: np.ndarray, boxes: list, texts: list, scores: list, flipped: list,
                    reach: float, floor: float) -> None:
     """Confident lines (score >= floor) read again by rapidocr's `engine` from their box in `img`
-    stretched `reach` line heights along the line at both ends; the longer reading is kept (in
-    place) when it is confident too, says more, and holds the first reading, spaces and all (a
-    stretched box that runs two words together is not kept). Not tried where the stretched box
-    would reach another box (the rest of the line, found on its own)."""
+    stretched `reach` line heights past the line's end; the longer reading is kept (in place) when
+    it is confident too, says more, and starts with the first reading, spaces and all, give or take
+    its last character (a stretched box that runs two words together is not kept). Not tried where
+    the stretched box would reach another box (the rest of the line, found on its own)."""
     h, w = img.shape[:2]
     jobs = []
     for i, box in enumerate(boxes):
         if scores[i] < floor or len(_letters(texts[i])) < 2:
             continue
-        longer = reached_box(box, reach, tall(box), w, h)
+        longer = reached_box(box, reach, tall(box), flipped[i], w, h)
         if not overlaps_another(longer, boxes, i):
             crop = engine.crop_text_regions(img, [longer])[0]
             jobs.append((i, np.ascontiguousarray(np.rot90(crop, 2)) if flipped[i] else crop))
@@ -153,5 +154,5 @@ def read_line_ends(engine, img: np.ndarray, boxes: list, texts: list, scores: li
     again = engine.recognize_txt([crop for _, crop in jobs])
     for (i, _), text, score in zip(jobs, again.txts, again.scores):
         first, longer = texts[i].strip().lower(), text.strip().lower()
-        if float(score) >= floor and len(_letters(longer)) > len(_letters(first)) and first[:-1] in longer:
+        if float(score) >= floor and len(_letters(longer)) > len(_letters(first)) and longer.startswith(first[:-1]):
             texts[i], scores[i] = text, float(score)
