@@ -67,9 +67,10 @@ class ReadOptions:
     # A space is put between two characters where the recogniser gave the space at least this
     # probability but the blank won (words run together: "COFFEEUNTIL"); 0: off. See ctc_spaces.py.
     space_floor: float = SPACE_FLOOR
-    # Confident lines are read again from their box stretched this many line heights at both
-    # ends (the detector stops short of some line ends: "ENTRANCE Plea"); 0: off.
-    reach: float = 1.5
+    # Confident lines read again from their box stretched this many line heights past the line's
+    # end (the detector stops short of some: "ENTRANCE offi"). Off: 1.5 found 2 more words of 614
+    # but cost 20% more CPU on average, p90 1.4 -> 1.9 s (docs/reading.md); 0: off.
+    reach: float = 0.0
     threads: int | None = None
 
     def __post_init__(self):
