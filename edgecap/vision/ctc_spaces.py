@@ -3,13 +3,14 @@
 PP-OCR's recogniser reads a line as a sequence of columns, each a probability over its characters
 (CTC). Between two words it usually emits a space; sometimes the blank wins the columns between
 them and the words run together ("COFFEEUNTIL"), although the space character still got a share
-of those columns. On the synthetic set (bench/text_eval.py, lines read with every letter right)
-the space's highest probability in the columns between two letters that the truth keeps
-together was at most 0.0011 (2381 pairs), and between two words the recogniser ran together at least 0.048 (10 of 10);
-on real photos of signs, between letters of one word in a line scored >= 0.9, at most 0.005; a
-rendered "WITH TOTAL" 4 px apart (tests/test_reading.py) got 0.020. SPACE_FLOOR sits between them.
-As a second condition the two characters must stand further apart than the line's usual
-character pitch (the 10 run-together spaces: 1.25-1.67 pitches; see docs/reading.md).
+of those columns. On the synthetic set (bench/text_eval.py, lines read with every letter right),
+the space's highest probability in the blank columns between two letters was at most 0.0011
+where the truth keeps them together (2381 pairs) and at least 0.048 where the recogniser ran two
+words together (10 of 10); on real photos of signs, between letters of one word in lines scored
+>= 0.9, at most 0.005; a rendered "WITH TOTAL" 4 px apart (tests/test_reading.py) got about 0.02.
+SPACE_FLOOR sits between them. As a second condition the two characters must stand further apart
+than the line's usual character pitch (the 10 run-together spaces: 1.25-1.67 pitches; see
+docs/reading.md).
 """
 from __future__ import annotations
 
