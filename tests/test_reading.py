@@ -256,3 +256,87 @@ def test_a_weak_line_is_read_again_the_other_way_up(photos):
     texts, scores, flipped = ["W 91"], [0.5], [True]
     TextReader(ReadOptions(rescue_score=0.95))._rescue([crop], texts, scores, flipped, [False], {0})
     assert texts == ["West 891"] and flipped == [False]
+
+
+RUN_TOGETHER = [("COFFEE", "UNTIL"), ("WITH", "TOTAL"), ("HOTEL", "KEEP"), ("PARACETAMOL", ""), ("University", "")]
+
+
+def test_words_run_together_are_parted_where_the_recogniser_saw_a_space(reader, photos):
+    # Two words drawn 4 px apart (a narrow space, as in Hershey fonts): the recogniser's best
+    # reading runs them together, though the space character gets a share of the columns between.
+    canvas = cv2.resize(photos[3], (640, 480))
+    cv2.rectangle(canvas, (20, 20), (620, 60 + 60 * len(RUN_TOGETHER)), (235, 235, 225), -1)
+    for i, (first, second) in enumerate(RUN_TOGETHER):
+        width = cv2.getTextSize(first, cv2.FONT_HERSHEY_SIMPLEX, 1.2, 2)[0][0]
+        for x, word in ((40, first), (40 + width + 4, second)):
+            cv2.putText(canvas, word, (x, 70 + 60 * i), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (20, 20, 20), 2, cv2.LINE_AA)
+    said = [f"{a} {b}".strip() for a, b in RUN_TOGETHER]
+    assert [line.text for line in reader.read(canvas).lines] == said  # long single words stay whole
+    unspaced = [line.text for line in TextReader(ReadOptions(space_floor=0)).read(canvas).lines]
+    assert len(unspaced) == len(said) and sum(" " not in t and " " in s for t, s in zip(unspaced, said)) >= 2
+
+
+def test_spaces_come_only_from_the_recognisers_own_columns():
+    from edgecap.vision.ctc_spaces import spaced
+
+    characters = ["blank", "A", "B", " "]
+    probs = np.zeros((12, 4), np.float32)
+    probs[:, 0] = 1.0
+    for col, ch in ((1, 1), (3, 2), (5, 1), (10, 2)):  # "ABAB": a step of 2 columns, then 5
+        probs[col, ch] = 2.0
+    assert spaced("ABAB", probs, characters) == "ABAB"  # the space never had a chance
+    probs[7, 3] = 0.05  # the space got 5% in a column of the wide gap: below the blank, above the floor
+    assert spaced("ABAB", probs, characters) == "ABA B"
+    assert spaced("ABAB", probs, characters, floor=0.1) == "ABAB"
+    probs[7, 3], probs[2, 3] = 0.0, 0.05  # ... in a gap no wider than the usual step: no space
+    assert spaced("ABAB", probs, characters) == "ABAB"
+    probs[2, 3], probs[5, 3] = 0.0, 0.05  # ... in the letter's own column (a space said before it lingers)
+    assert spaced("ABAB", probs, characters) == "ABAB"
+    assert spaced("BABA", probs, characters) == "BABA"  # not the greedy reading of these columns: untouched
+
+
+def test_a_sideways_line_read_at_first_look_is_kept_when_the_turned_photo_finds_less(reader):
+    # Synthetic image 125 of bench/text_eval.py (seed 0): 12 px blurred text turned a quarter. The
+    # first look reads "ENTRANCE offi..." sideways and votes to turn the photo; the detector finds
+    # nothing in the turned photo, and that look used to replace the first.
+    import glob
+    import random
+
+    from conftest import REPO, SHARED_DATA
+    backgrounds = sorted(glob.glob(str(SHARED_DATA / "unlabeled" / "images" / "*.jpg")))
+    if not backgrounds:
+        pytest.skip("needs ../shared/data/unlabeled")
+    sys.path.insert(0, str(REPO / "bench"))
+    from text_synth import render
+
+    rng = random.Random(0)
+    for _ in range(126):
+        rgb, truth, meta = render(rng, backgrounds)
+    assert truth[0] == "ENTRANCE" and meta["angle"] == 90 and meta["size"] == 12
+    lines, _ = reader.recognise(rgb)
+    kept = [line for line in lines if line.score >= ReadOptions().min_score]
+    assert kept and kept[0].text.startswith("ENTRANCE") and kept[0].angle in (90, 270)
+
+
+def test_a_line_cut_short_by_its_box_is_read_to_its_end(reader, photos):
+    from edgecap.vision.text_crops import overlaps_another, read_line_ends, reached_box
+
+    canvas = cv2.cvtColor(cv2.resize(photos[3], (640, 200)), cv2.COLOR_RGB2BGR)
+    canvas[40:120] = (225, 225, 215)
+    cv2.putText(canvas, "Garden office", (40, 95), cv2.FONT_HERSHEY_DUPLEX, 1.4, (30, 30, 30), 2, cv2.LINE_AA)
+    width = cv2.getTextSize("Garden off", cv2.FONT_HERSHEY_DUPLEX, 1.4, 2)[0][0]
+    short = np.array([[32, 55], [40 + width, 55], [40 + width, 105], [32, 105]], np.float32)  # stops at "off"
+    texts, scores = ["Garden off"], [0.99]
+    read_line_ends(reader._engine, canvas, [short], texts, scores, [False], 1.5, 0.9)
+    assert texts == ["Garden office"] and scores[0] >= 0.9
+    stretched = reached_box(short, 1.5, False, False, 640, 200)  # past the line's end: its right
+    assert stretched[0][0] == 32 and stretched[1][0] == pytest.approx(40 + width + 75) and stretched[0][1] == 55
+    assert reached_box(short, 1.5, False, True, 640, 200)[0][0] == 0  # read half a turn round: its left
+    tall = np.array([[55, 32], [105, 32], [105, 40 + width], [55, 40 + width]], np.float32)  # sideways: ends at p3-p2
+    assert reached_box(tall, 1.5, True, False, 640, 640)[2][1] == pytest.approx(40 + width + 75)
+    # The rest of the line found as a box of its own: the stretched box would read it twice.
+    rest = np.array([[45 + width, 55], [300, 55], [300, 105], [45 + width, 105]], np.float32)
+    assert overlaps_another(stretched, [short, rest], 0)
+    texts = ["Garden off"]
+    read_line_ends(reader._engine, canvas, [short, rest], texts, [0.99, 0.2], [False, False], 1.5, 0.9)
+    assert texts == ["Garden off"]

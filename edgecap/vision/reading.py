@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 
 from edgecap.vision.reading_order import TextBlock, TextLine, arrange, upright_points
-from edgecap.vision.text_crops import CROP_VIEWS, band_box, equalised_copy, line_bands
+from edgecap.vision.ctc_spaces import SPACE_FLOOR, install as install_spacing
+from edgecap.vision.text_crops import CROP_VIEWS, band_box, equalised_copy, line_bands, read_line_ends, tall as _tall
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 log = logging.getLogger("edgecap")
@@ -63,6 +64,13 @@ class ReadOptions:
     rescue_score: float = 0.95
     rescue_views: str = "flip,stretch,sharpen"
     split_blocks: bool = True  # regions holding several lines are cut into lines and read again
+    # A space is put between two characters where the recogniser gave the space at least this
+    # probability but the blank won (words run together: "COFFEEUNTIL"); 0: off. See ctc_spaces.py.
+    space_floor: float = SPACE_FLOOR
+    # Confident lines read again from their box stretched this many line heights past the line's
+    # end (the detector stops short of some: "ENTRANCE offi"). Off: 1.5 found 2 more words of 614
+    # but cost 20% more CPU on average, p90 1.4 -> 1.9 s (docs/reading.md); 0: off.
+    reach: float = 0.0
     threads: int | None = None
 
     def __post_init__(self):
@@ -156,6 +164,7 @@ class TextReader:
                   "EngineConfig.onnxruntime.intra_op_num_threads": threads}
         params.update({f"{task}.model_path": str(folder / name) for task, name in MODEL_FILES.items()})
         self._engine = RapidOCR(params=params)
+        install_spacing(self._engine._load_rec_model(), options.space_floor)
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)
 
     def _prepare(self, rgb: np.ndarray) -> np.ndarray:
@@ -187,7 +196,10 @@ class TextReader:
         if turn == 0:
             return lines, regions
         turned = np.ascontiguousarray(np.rot90(rgb, k=-turn // 90))  # k < 0: clockwise
-        again, regions = self._one_pass(turned, equalise)
+        again, turned_regions = self._one_pass(turned, equalise)
+        if _says(again, self.options.min_score) < _says(lines, self.options.min_score):
+            return lines, regions  # the turned photo lost text the first look read (a 12 px line not found again)
+        regions = turned_regions
         th, tw = turned.shape[:2]
         back, size = (360 - turn) % 360, [rgb.shape[1], rgb.shape[0]]
         return [TextLine(ln.text, ln.score,
@@ -203,7 +215,7 @@ class TextReader:
         engine = self._engine
         img, record = engine.preprocess_img(bgr)
         try:
-            crops, det = self._detect_and_crop(img, record, equalise)
+            crops, det, img = self._detect_and_crop(img, record, equalise)
         except RapidOCRError:  # rapidocr's way of saying "no text region": recognition never runs
             return [], 0
         sideways = [_tall(box) for box in det.boxes]
@@ -216,6 +228,8 @@ class TextReader:
         flipped = list(crop_flipped)
         reread = self._second_look(upright, texts, scores, flipped)
         self._rescue(upright, texts, scores, flipped, crop_flipped, reread)
+        if self.options.reach > 0:
+            read_line_ends(engine, img, det.boxes, texts, scores, flipped, self.options.reach, self.options.min_score)
         bands = self._split_blocks(upright, texts, scores, h * w)
         boxes = map_boxes_to_original(det.boxes, record, h, w)
         lines, cut_from = [], []
@@ -276,20 +290,18 @@ class TextReader:
                 out[i] = (sorted(parts, key=lambda p: p[2]), turned)
         return out
 
-    def _detect_and_crop(self, img: np.ndarray, record: dict, equalise: bool = False) -> tuple[list, object]:
-        """rapidocr's detect_and_crop; with `equalise` the detector sees an equalised copy, the
-        recogniser still gets crops of the photo itself."""
-        if not equalise:
-            return self._engine.detect_and_crop(img, record)
+    def _detect_and_crop(self, img: np.ndarray, record: dict, equalise: bool = False) -> tuple[list, object, np.ndarray]:
+        """rapidocr's detect_and_crop, also giving the (padded) image the crops were cut from; with
+        `equalise` the detector sees an equalised copy, the recogniser still gets crops of the photo."""
         from rapidocr.main import RapidOCRError
         from rapidocr.utils.process_img import apply_vertical_padding
 
         engine = self._engine
         img, record = apply_vertical_padding(img, record, engine.width_height_ratio, engine.min_height)
-        det = engine._load_det_model()(equalised_copy(img))
+        det = engine._load_det_model()(equalised_copy(img) if equalise else img)
         if det.boxes is None:
             raise RapidOCRError("The text detection result is empty")
-        return engine.crop_text_regions(img, det.boxes), det
+        return engine.crop_text_regions(img, det.boxes), det, img
 
     def _rescue(self, crops: list, texts: list, scores: list, flipped: list, crop_flipped: list | None = None,
                 reread: set = frozenset()) -> None:
@@ -356,13 +368,6 @@ def _covers(a: TextLine, b: TextLine) -> bool:
     (bx0, by0), (bx1, by1) = pb.min(0), pb.max(0)
     inter = max(0.0, min(ax1, bx1) - max(ax0, bx0)) * max(0.0, min(ay1, by1) - max(ay0, by0))
     return inter > 0.5 * max((bx1 - bx0) * (by1 - by0), 1e-9)
-
-
-def _tall(box: np.ndarray) -> bool:
-    """Whether rapidocr turned this crop a quarter (its own rule: height >= 1.5 x width)."""
-    width = int(max(np.linalg.norm(box[0] - box[1]), np.linalg.norm(box[2] - box[3])))
-    height = int(max(np.linalg.norm(box[0] - box[3]), np.linalg.norm(box[1] - box[2])))
-    return height / max(width, 1) >= 1.5
 
 
 _shared: dict[ReadOptions, TextReader] = {}

@@ -1,6 +1,7 @@
 """Second looks at hard text for the reader (edgecap/vision/reading.py): other views of a weak line's
 crop (turned half a turn, contrast stretched, sharpened), a block of several lines cut into its
-lines, and a contrast-equalised copy of the photo for the detector."""
+lines, a line's box stretched past where the detector stopped, and a contrast-equalised copy of
+the photo for the detector."""
 from __future__ import annotations
 
 import cv2
@@ -90,3 +91,68 @@ def band_box(box: np.ndarray, r0: float, r1: float, tall: bool, flipped: bool) -
         c0, c1 = 1 - r1, 1 - r0
         return np.array([p0 + c0 * (p1 - p0), p0 + c1 * (p1 - p0), p3 + c1 * (p2 - p3), p3 + c0 * (p2 - p3)])
     return np.array([p0 + r0 * (p3 - p0), p1 + r0 * (p2 - p1), p1 + r1 * (p2 - p1), p0 + r1 * (p3 - p0)])
+
+
+def reached_box(box: np.ndarray, reach: float, tall: bool, flipped: bool, width: int, height: int) -> np.ndarray:
+    """A detector box (rapidocr's corner order) stretched `reach` times the line's thickness past
+    the end of its line (the end as read: `flipped`, read half a turn round), kept inside the
+    image: the detector sometimes stops a letter or two short of a line's end ("ENTRANCE Plea")."""
+    p0, p1, p2, p3 = np.asarray(box, np.float64)
+    # rapidocr turns a tall crop a quarter counter-clockwise: its line runs from the p0-p1 edge
+    # to the p3-p2 edge; a flat crop's from p0-p3 to p1-p2.
+    along, across = (p3 - p0, p1 - p0) if tall else (p1 - p0, p3 - p0)
+    step = along / max(np.linalg.norm(along), 1e-9) * reach * np.linalg.norm(across)
+    ends = ((2, 3) if tall else (1, 2)) if not flipped else ((0, 1) if tall else (0, 3))
+    out = np.array([p0, p1, p2, p3])
+    out[list(ends)] += -step if flipped else step
+    return np.clip(out, 0, [width - 1, height - 1]).astype(np.float32)
+
+
+def overlaps_another(box: np.ndarray, boxes: list, own: int, share: float = 0.3) -> bool:
+    """Whether box's bounding rectangle covers more than `share` of another box's (a neighbour on
+    the same line, which a stretched box would read twice)."""
+    (x0, y0), (x1, y1) = np.min(box, 0), np.max(box, 0)
+    for j, other in enumerate(boxes):
+        if j == own:
+            continue
+        (a0, b0), (a1, b1) = np.min(other, 0), np.max(other, 0)
+        inter = max(0.0, min(x1, a1) - max(x0, a0)) * max(0.0, min(y1, b1) - max(y0, b0))
+        if inter > share * max((a1 - a0) * (b1 - b0), 1e-9):
+            return True
+    return False
+
+
+def tall(box: np.ndarray) -> bool:
+    """Whether rapidocr turned this box's crop a quarter (its own rule: height >= 1.5 x width)."""
+    width = int(max(np.linalg.norm(box[0] - box[1]), np.linalg.norm(box[2] - box[3])))
+    height = int(max(np.linalg.norm(box[0] - box[3]), np.linalg.norm(box[1] - box[2])))
+    return height / max(width, 1) >= 1.5
+
+
+def _letters(text: str) -> str:
+    return "".join(ch for ch in text if ch.isalnum())
+
+
+def read_line_ends(engine, img: np.ndarray, boxes: list, texts: list, scores: list, flipped: list,
+                   reach: float, floor: float) -> None:
+    """Confident lines (score >= floor) read again by rapidocr's `engine` from their box in `img`
+    stretched `reach` line heights past the line's end; the longer reading is kept (in place) when
+    it is confident too, says more, and starts with the first reading, spaces and all, give or take
+    its last character (a stretched box that runs two words together is not kept). Not tried where
+    the stretched box would reach another box (the rest of the line, found on its own)."""
+    h, w = img.shape[:2]
+    jobs = []
+    for i, box in enumerate(boxes):
+        if scores[i] < floor or len(_letters(texts[i])) < 2:
+            continue
+        longer = reached_box(box, reach, tall(box), flipped[i], w, h)
+        if not overlaps_another(longer, boxes, i):
+            crop = engine.crop_text_regions(img, [longer])[0]
+            jobs.append((i, np.ascontiguousarray(np.rot90(crop, 2)) if flipped[i] else crop))
+    if not jobs:
+        return
+    again = engine.recognize_txt([crop for _, crop in jobs])
+    for (i, _), text, score in zip(jobs, again.txts, again.scores):
+        first, longer = texts[i].strip().lower(), text.strip().lower()
+        if float(score) >= floor and len(_letters(longer)) > len(_letters(first)) and longer.startswith(first[:-1]):
+            texts[i], scores[i] = text, float(score)
