@@ -59,6 +59,20 @@ def test_an_accelerator_that_cannot_run_falls_back_to_a_working_cpu_session(monk
     assert P.fallback_reason(P.create_session(ENCODER.read_bytes(), [P.CPU])) is None
 
 
+@pytest.mark.skipif(not ENCODER.is_file(), reason="no shipped model")
+def test_a_cpu_session_does_not_keep_the_graph_bytes_alive():
+    import sys
+
+    import numpy as np
+
+    model = ENCODER.read_bytes()
+    before = sys.getrefcount(model)
+    session = P.create_session(model, [P.CPU], threads=1, label="encoder")
+    assert sys.getrefcount(model) == before  # onnxruntime would hold them for the session's life
+    pixels = np.zeros([1 if isinstance(d, str) else d for d in session.get_inputs()[0].shape], np.float32)
+    assert session.run(None, {session.get_inputs()[0].name: pixels})[0].size > 0
+
+
 def test_a_model_onnxruntime_cannot_load_is_an_error_after_trying_each_provider(caplog):
     with pytest.raises(P.ProviderError, match="could not load the decoder"):
         P.create_session(b"not a model", ["CUDAExecutionProvider", P.CPU], label="decoder")

@@ -148,7 +148,23 @@ def create_session(model: bytes, providers: list[str], threads: int | None = Non
         log.warning("%s: asked for %s, running on %s", label, chain[0], used)
     if used != providers[0] and reasons:
         _fallbacks[session] = f"{label} runs on {used}: " + "; ".join(reasons)
+    if session.get_providers() == [CPU]:
+        _release_model_bytes(session)
     return session
+
+
+def _release_model_bytes(session: ort.InferenceSession) -> None:
+    """Let go of the graph's bytes once a CPU-only session is built (5-7 MB per graph).
+
+    onnxruntime's Python session keeps the bytes it was created from for as long as it lives,
+    only to rebuild itself on the CPU after an accelerator fails in run(). A session already on
+    the CPU has nothing to fall back to, so its fallback is switched off and the bytes dropped.
+    edgecap's own fallback (OnnxCaptioner.fall_back_to_cpu) reads the verified bytes again.
+    """
+    if getattr(session, "_model_bytes", None) is None:  # a path, or an onnxruntime that keeps none
+        return
+    session.disable_fallback()
+    session._model_bytes = None
 
 
 def fallback_reason(session: ort.InferenceSession) -> str | None:
