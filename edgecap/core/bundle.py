@@ -200,13 +200,17 @@ def _read_capped(path: Path, limit: int, label: str) -> bytes:
             raise BundleError(f"{label}: not a regular file")
         if st.st_size > limit:
             raise BundleError(f"{label} is {st.st_size >> 20} MB, more than the {limit >> 20} MB limit")
-        chunks, total = [], 0
-        while chunk := f.read(min(1 << 20, limit + 1 - total)):
+        # Usually the whole file in one read, straight into the bytes returned (no chunks to join:
+        # a second copy of a graph costs page faults at load); the byte asked beyond its size, and
+        # the reads after, notice a file that grew since fstat.
+        chunks = [f.read(min(st.st_size, limit) + 1)]
+        total = len(chunks[0])
+        while total <= limit and (chunk := f.read(min(1 << 20, limit + 1 - total))):
             chunks.append(chunk)
             total += len(chunk)
-            if total > limit:
-                raise BundleError(f"{label} is more than the {limit >> 20} MB limit")
-    return b"".join(chunks)
+        if total > limit:
+            raise BundleError(f"{label} is more than the {limit >> 20} MB limit")
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def sha256_file(path: Path) -> str:
