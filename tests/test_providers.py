@@ -115,3 +115,21 @@ def test_narration_says_once_that_the_accelerator_was_not_used(monkeypatch, tmp_
     faults = [r for r in records if r["kind"] == "fault"]
     assert len(faults) == 1 and faults[0]["source"] == "model" and "CUDAExecutionProvider" in faults[0]["text"]
     assert sum(r["kind"] == "caption" for r in records) == 2
+
+
+def test_work_started_in_the_background_gives_its_result_or_raises_its_error_when_waited_for(monkeypatch):
+    import threading
+
+    for serial in ("0", "1"):
+        monkeypatch.setenv("EDGECAP_SERIAL_LOAD", serial)
+        where = []
+        done = P.in_background(lambda: where.append(threading.current_thread()) or 42)
+        assert done() == 42 and done() == 42
+        assert (where[0] is threading.main_thread()) == (serial == "1")
+
+        def broken():
+            raise P.ProviderError("onnxruntime could not load the decoder: bad graph")
+
+        wait = P.in_background(broken)
+        with pytest.raises(P.ProviderError, match="could not load the decoder"):
+            wait()

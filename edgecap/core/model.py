@@ -18,7 +18,7 @@ from edgecap.core.calibration import CalibrationSpec
 from edgecap.core.decoding import Decoded, DecodingOptions, Pool, decode_pool, image_seed
 from edgecap.core.image import EXPOSURE_MESSAGES, as_rgb, exposure_problem, normalize, resize_for_model
 from edgecap.core.memory import CaptionMemory, MemorySettings
-from edgecap.core.providers import CPU, create_session, resolve_providers
+from edgecap.core.providers import CPU, create_session, in_background, resolve_providers, return_freed_memory
 from edgecap.core.tokenizer import CaptionTokenizer
 
 log = logging.getLogger("edgecap")
@@ -244,13 +244,15 @@ class OnnxCaptioner:
         self.arch = bundle.architecture
         self.providers = resolve_providers(provider)
         self.threads = threads
+        decoder = in_background(lambda: create_session(bundle.read_verified("decoder"), self.providers, threads,
+                                                       "decoder"))
         self.tokenizer = CaptionTokenizer(bundle.read_verified("tokenizer"))
         self.encoder = create_session(bundle.read_verified("encoder"), self.providers, threads, "encoder")
-        self.decoder = OnnxDecoder(create_session(bundle.read_verified("decoder"), self.providers, threads,
-                                                  "decoder"), self.arch.n_layers)
         self._features: OrderedDict[bytes, VisualFeatures] = OrderedDict()
         self._feature_cache_size = feature_cache_size
         self.memory = _load_memory(bundle)
+        self.decoder = OnnxDecoder(decoder(), self.arch.n_layers)
+        return_freed_memory()
 
     @classmethod
     def load(cls, model: str | Path | None = None, provider: str = "auto", threads: int | None = None,

@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import weakref
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import onnxruntime as ort
 
@@ -39,6 +41,9 @@ GPU_MEMORY_MB = 1024  # CUDA arena cap: the Orin Nano's 8 GB are shared with the
 
 # Why a session is not on the provider it was asked for (session -> reason).
 _fallbacks: "weakref.WeakKeyDictionary[ort.InferenceSession, str]" = weakref.WeakKeyDictionary()
+
+
+T = TypeVar("T")
 
 
 class ProviderError(Exception):
@@ -165,6 +170,54 @@ def _release_model_bytes(session: ort.InferenceSession) -> None:
         return
     session.disable_fallback()
     session._model_bytes = None
+
+
+def in_background(work: Callable[[], T]) -> Callable[[], T]:
+    """Start `work` (reading, hashing and building a session) on a second thread; returns the
+    function that waits for its result and raises its error.
+
+    onnxruntime lets go of the GIL while it builds a session, and hashlib while it hashes, so
+    two graphs load side by side: start-up takes less wall time for the same CPU time. Inference
+    keeps its own thread count. On one core, or with EDGECAP_SERIAL_LOAD=1, `work` runs at once
+    (its error still raised only when waited for).
+    """
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - raised where the result is waited for
+            box["error"] = exc
+
+    thread = None
+    if (os.cpu_count() or 1) < 2 or os.environ.get("EDGECAP_SERIAL_LOAD") == "1":
+        run()
+    else:
+        thread = threading.Thread(target=run, name="edgecap-load", daemon=True)
+        thread.start()
+
+    def result() -> T:
+        if thread is not None:
+            thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    return result
+
+
+def return_freed_memory() -> None:
+    """Hand back to the system the heap pages freed while loading: graph bytes and parse buffers
+    (6-12 MB), some in the loading thread's own malloc arena, which later captions would never
+    reuse. glibc only; elsewhere nothing happens."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes  # numpy has loaded it already
+
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # a libc without malloc_trim (musl)
+        pass
 
 
 def fallback_reason(session: ort.InferenceSession) -> str | None:
