@@ -27,7 +27,7 @@ def cmd_caption(args) -> int:
         voice = Voice(args)  # before the model loads: asked to speak where nothing is heard, say so now
     except SpeechSetupError as exc:
         return _fail(str(exc))
-    captioner = load_captioner(args)
+    captioner = load_captioner(args, perception=True)
     return caption_files(args, captioner, decoding_options(args, captioner), voice)
 
 
@@ -49,7 +49,7 @@ def cmd_info(args) -> int:
 def cmd_bench(args) -> int:
     from edgecap.evaluation.bench import run_bench
 
-    return run_bench(args, load_captioner(args))
+    return run_bench(args, load_captioner(args, perception=True))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -45,7 +45,13 @@ def decoding_options(args, captioner):
                   calibration=calibration, rerank=False if args.no_rerank else None)
 
 
-def load_captioner(args):
+def load_captioner(args, perception: bool = False):
+    """perception: also build the bundle's detectors, on a second thread while the captioner loads."""
     from edgecap.core.model import OnnxCaptioner
 
-    return OnnxCaptioner.load(args.model, provider=args.provider, threads=args.threads)
+    build = None
+    if perception:
+        from edgecap.vision.perception import Perceiver
+
+        build = Perceiver.from_bundle
+    return OnnxCaptioner.load(args.model, provider=args.provider, threads=args.threads, perception=build)

@@ -238,12 +238,18 @@ def _host(value) -> np.ndarray:
 
 class OnnxCaptioner:
     def __init__(self, bundle: Bundle, provider: str = "auto", threads: int | None = None,
-                 feature_cache_size: int = 8):
+                 feature_cache_size: int = 8, perception=None):
+        """perception: None, or (bundle, providers, threads) -> the bundle's perceiver, built on a
+        thread of its own beside the captioner's graphs; edgecap.caption waits for it
+        (`perception_soon`) when it first describes a photo."""
         pin_blas_threads()
         self.bundle = bundle
         self.arch = bundle.architecture
         self.providers = resolve_providers(provider)
         self.threads = threads
+        providers = list(self.providers)
+        self.perception_soon = None if perception is None else (
+            tuple(providers), in_background(lambda: perception(bundle, providers, threads)))
         decoder = in_background(lambda: create_session(bundle.read_verified("decoder"), self.providers, threads,
                                                        "decoder"))
         self.tokenizer = CaptionTokenizer(bundle.read_verified("tokenizer"))
@@ -256,12 +262,12 @@ class OnnxCaptioner:
 
     @classmethod
     def load(cls, model: str | Path | None = None, provider: str = "auto", threads: int | None = None,
-             verify: bool = True) -> "OnnxCaptioner":
+             verify: bool = True, perception=None) -> "OnnxCaptioner":
         path = Path(model) if model else default_model_dir()
         if model is None and not path.exists():
             raise BundleError(f"the default model is not installed at {path}; pass --model DIR "
                               "or set EDGECAP_MODEL")
-        return cls(load_bundle(path, verify=verify), provider=provider, threads=threads)
+        return cls(load_bundle(path, verify=verify), provider=provider, threads=threads, perception=perception)
 
     @property
     def provider(self) -> str:
