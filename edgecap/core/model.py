@@ -18,7 +18,8 @@ from edgecap.core.calibration import CalibrationSpec
 from edgecap.core.decoding import Decoded, DecodingOptions, Pool, decode_pool, image_seed
 from edgecap.core.image import EXPOSURE_MESSAGES, as_rgb, exposure_problem, normalize, resize_for_model
 from edgecap.core.memory import CaptionMemory, MemorySettings
-from edgecap.core.providers import CPU, create_session, in_background, resolve_providers, return_freed_memory
+from edgecap.core.providers import (CPU, create_session, in_background, resolve_providers, return_freed_memory,
+                                    settle)
 from edgecap.core.tokenizer import CaptionTokenizer
 
 log = logging.getLogger("edgecap")
@@ -239,9 +240,8 @@ def _host(value) -> np.ndarray:
 class OnnxCaptioner:
     def __init__(self, bundle: Bundle, provider: str = "auto", threads: int | None = None,
                  feature_cache_size: int = 8, perception=None):
-        """perception: None, or (bundle, providers, threads) -> the bundle's perceiver, built on a
-        thread of its own beside the captioner's graphs; edgecap.caption waits for it
-        (`perception_soon`) when it first describes a photo."""
+        """perception: None, or (bundle, providers, threads) -> perceiver, built on a thread of its own
+        beside the captioner's graphs; edgecap.caption waits for it (`perception_soon`)."""
         pin_blas_threads()
         self.bundle = bundle
         self.arch = bundle.architecture
@@ -252,12 +252,17 @@ class OnnxCaptioner:
             tuple(providers), in_background(lambda: perception(bundle, providers, threads)))
         decoder = in_background(lambda: create_session(bundle.read_verified("decoder"), self.providers, threads,
                                                        "decoder"))
-        self.tokenizer = CaptionTokenizer(bundle.read_verified("tokenizer"))
-        self.encoder = create_session(bundle.read_verified("encoder"), self.providers, threads, "encoder")
+        try:
+            self.tokenizer = CaptionTokenizer(bundle.read_verified("tokenizer"))
+            self.encoder = create_session(bundle.read_verified("encoder"), self.providers, threads, "encoder")
+            self.memory = _load_memory(bundle)
+            self.decoder = OnnxDecoder(decoder(), self.arch.n_layers)
+        except BaseException:
+            # Wait for the other threads: none is left inside onnxruntime while the error ends the program.
+            settle(decoder, *(self.perception_soon[1:] if self.perception_soon else ()))
+            raise
         self._features: OrderedDict[bytes, VisualFeatures] = OrderedDict()
         self._feature_cache_size = feature_cache_size
-        self.memory = _load_memory(bundle)
-        self.decoder = OnnxDecoder(decoder(), self.arch.n_layers)
         return_freed_memory()
 
     @classmethod

@@ -206,6 +206,15 @@ def in_background(work: Callable[[], T]) -> Callable[[], T]:
     return result
 
 
+def settle(*waiting: Callable[[], object]) -> None:
+    """Wait for work started by in_background, whatever its outcome (after another error)."""
+    for wait in waiting:
+        try:
+            wait()
+        except BaseException:  # noqa: BLE001 - the error being raised already says what went wrong
+            pass
+
+
 def return_freed_memory() -> None:
     """Hand back to the system the heap pages freed while loading: graph bytes and parse buffers
     (6-12 MB), some in the loading thread's own malloc arena, which later captions would never

@@ -20,7 +20,7 @@ import onnxruntime as ort
 
 from edgecap.core.bundle import Bundle, BundleError
 from edgecap.core.image import as_rgb
-from edgecap.core.providers import create_session, in_background, return_freed_memory
+from edgecap.core.providers import create_session, in_background, return_freed_memory, settle
 
 ROLES = ("detector", "faces", "imagenet_head")
 LETTERBOX_GREY = 114
@@ -275,13 +275,18 @@ class Perceiver:
         faces = in_background(lambda: create_session(bundle.read_verified("faces"), providers, threads,
                                                      "face detector"))
         try:
-            head = ImageNetHead.from_bytes(bundle.read_verified("imagenet_head"))
-        except (ValueError, KeyError, OSError) as exc:
-            raise BundleError(f"{bundle.path}: {bundle.files['imagenet_head']}: {exc}") from None
-        detector = create_session(bundle.read_verified("detector"), providers, threads, "detector")
-        width = detector.get_outputs()[0].shape[-1]
-        if isinstance(width, int) and width != 5 + len(classes):
-            raise BundleError(f"{bundle.path}: detector scores {width - 5} classes, the manifest names {len(classes)}")
+            try:
+                head = ImageNetHead.from_bytes(bundle.read_verified("imagenet_head"))
+            except (ValueError, KeyError, OSError) as exc:
+                raise BundleError(f"{bundle.path}: {bundle.files['imagenet_head']}: {exc}") from None
+            detector = create_session(bundle.read_verified("detector"), providers, threads, "detector")
+            width = detector.get_outputs()[0].shape[-1]
+            if isinstance(width, int) and width != 5 + len(classes):
+                raise BundleError(f"{bundle.path}: detector scores {width - 5} classes, the manifest names "
+                                  f"{len(classes)}")
+        except BaseException:
+            settle(faces)  # no thread left inside onnxruntime while the error ends the program
+            raise
         perceiver = cls(detector, faces(), head, classes, detector_settings, face_settings)
         return_freed_memory()
         return perceiver
