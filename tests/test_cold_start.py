@@ -29,3 +29,21 @@ def test_detectors_loaded_beside_the_captioner_speak_as_a_serial_load(monkeypatc
     assert [(s.caption, s.tokens, s.objects, s.faces) for s in spoken] == \
            [(s.caption, s.tokens, s.objects, s.faces) for s in again]
     assert len(built) == 1  # the serial captioner built its own detectors when first asked
+
+
+@pytest.mark.parametrize("first", ["numpy", "edgecap"])
+def test_numpy_blas_runs_one_thread_whichever_loads_first(first):
+    import subprocess
+    import sys
+
+    pytest.importorskip("threadpoolctl")
+    code = (f"import {first}, numpy, edgecap\n"
+            "from edgecap.core.providers import pin_blas_threads\n"
+            "pin_blas_threads()\n"
+            "from threadpoolctl import threadpool_info\n"
+            "print(max(p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas'))\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          cwd=MODEL.parents[1], timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "1"

@@ -18,23 +18,13 @@ from edgecap.core.calibration import CalibrationSpec
 from edgecap.core.decoding import Decoded, DecodingOptions, Pool, decode_pool, image_seed
 from edgecap.core.image import EXPOSURE_MESSAGES, as_rgb, exposure_problem, normalize, resize_for_model
 from edgecap.core.memory import CaptionMemory, MemorySettings
-from edgecap.core.providers import (CPU, create_session, in_background, resolve_providers, return_freed_memory,
-                                    settle)
+from edgecap.core.providers import (CPU, create_session, in_background, pin_blas_threads, resolve_providers,
+                                    return_freed_memory, settle)
 from edgecap.core.tokenizer import CaptionTokenizer
 
 log = logging.getLogger("edgecap")
 
 DEFAULT_MODEL_NAME = "edgecap-base"
-
-
-def pin_blas_threads(threads: int = 1) -> None:
-    """Hold numpy's BLAS to `threads` even if numpy was loaded before edgecap set OPENBLAS_NUM_THREADS."""
-    try:
-        from threadpoolctl import threadpool_info, threadpool_limits
-    except ImportError:
-        return
-    if any(p.get("user_api") == "blas" and p.get("num_threads", 1) > threads for p in threadpool_info()):
-        threadpool_limits(threads, user_api="blas")
 
 
 def default_model_dir() -> Path:

@@ -104,6 +104,23 @@ def default_threads() -> int:
     return 1 if cores <= 2 else min(4, cores - 1)
 
 
+def pin_blas_threads(threads: int = 1) -> None:
+    """Hold numpy's BLAS to `threads` even if numpy was loaded before edgecap set OPENBLAS_NUM_THREADS."""
+    import numpy as np  # loaded by then
+
+    from edgecap.core import BLAS_THREADS_AT_LOAD
+
+    blas = getattr(np.__config__, "CONFIG", {}).get("Build Dependencies", {}).get("blas", {}).get("name", "")
+    if "openblas" in blas and BLAS_THREADS_AT_LOAD == str(threads):
+        return  # OpenBLAS read it when numpy loaded; asking threadpoolctl costs ~12 ms of every start
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+    except ImportError:
+        return
+    if any(p.get("user_api") == "blas" and p.get("num_threads", 1) > threads for p in threadpool_info()):
+        threadpool_limits(threads, user_api="blas")
+
+
 def session_options(threads: int | None) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
