@@ -240,8 +240,7 @@ class OnnxCaptioner:
         providers = list(self.providers)
         self.perception_soon = None if perception is None else (
             tuple(providers), in_background(lambda: perception(bundle, providers, threads)))
-        decoder = in_background(lambda: create_session(bundle.read_verified("decoder"), self.providers, threads,
-                                                       "decoder"))
+        decoder = in_background(lambda: _decoder_session(bundle, providers, threads))
         try:
             self.tokenizer = CaptionTokenizer(bundle.read_verified("tokenizer"))
             self.encoder = create_session(bundle.read_verified("encoder"), self.providers, threads, "encoder")
@@ -373,6 +372,12 @@ class OnnxCaptioner:
             for i in describable:
                 results[i].ms = per_image
         return results  # type: ignore[return-value]
+
+
+def _decoder_session(bundle: Bundle, providers: list[str], threads: int | None):
+    import numpy.random  # noqa: F401 - numpy loads it on first use: in the first caption (~15 ms) unless here
+
+    return create_session(bundle.read_verified("decoder"), providers, threads, "decoder")
 
 
 def _load_memory(bundle: Bundle) -> CaptionMemory | None:
