@@ -45,8 +45,10 @@ def decoding_options(args, captioner):
                   calibration=calibration, rerank=False if args.no_rerank else None)
 
 
-def load_captioner(args, perception: bool = False):
-    """perception: also build the bundle's detectors, on a second thread while the captioner loads."""
+def load_captioner(args, perception: bool = False, started=None):
+    """perception: also build the bundle's detectors, on a second thread while the captioner loads.
+    started: the loading begun by edgecap.core.early.start_loading (else it begins here)."""
+    from edgecap.core.early import start_loading
     from edgecap.core.model import OnnxCaptioner
 
     build = None
@@ -54,4 +56,5 @@ def load_captioner(args, perception: bool = False):
         from edgecap.vision.perception import Perceiver
 
         build = Perceiver.from_bundle
-    return OnnxCaptioner.load(args.model, provider=args.provider, threads=args.threads, perception=build)
+    started = started or start_loading(args.model, provider=args.provider, threads=args.threads)
+    return OnnxCaptioner.finish(started, perception=build)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -13,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edgecap.core.bundle import Bundle, BundleError, load_bundle
+from edgecap.core.bundle import Bundle, BundleError
 from edgecap.core.calibration import CalibrationSpec
 from edgecap.core.decoding import Decoded, DecodingOptions, Pool, decode_pool, image_seed
+from edgecap.core.early import DEFAULT_MODEL_NAME, Started, decoder_session, default_model_dir, start_loading  # noqa: F401
 from edgecap.core.image import EXPOSURE_MESSAGES, as_rgb, exposure_problem, normalize, resize_for_model
 from edgecap.core.memory import CaptionMemory, MemorySettings
 from edgecap.core.providers import (CPU, create_session, in_background, pin_blas_threads, resolve_providers,
@@ -23,17 +23,6 @@ from edgecap.core.providers import (CPU, create_session, in_background, pin_blas
 from edgecap.core.tokenizer import CaptionTokenizer
 
 log = logging.getLogger("edgecap")
-
-DEFAULT_MODEL_NAME = "edgecap-base"
-
-
-def default_model_dir() -> Path:
-    """$EDGECAP_MODEL, else the bundle shipped in the checkout's models/ folder."""
-    env = os.environ.get("EDGECAP_MODEL")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "models" / DEFAULT_MODEL_NAME
-
 
 @dataclass
 class VisualFeatures:
@@ -229,7 +218,7 @@ def _host(value) -> np.ndarray:
 
 class OnnxCaptioner:
     def __init__(self, bundle: Bundle, provider: str = "auto", threads: int | None = None,
-                 feature_cache_size: int = 8, perception=None):
+                 feature_cache_size: int = 8, perception=None, started: Started | None = None):
         """perception: None, or (bundle, providers, threads) -> perceiver, built on a thread of its own
         beside the captioner's graphs; edgecap.caption waits for it (`perception_soon`)."""
         pin_blas_threads()
@@ -240,7 +229,8 @@ class OnnxCaptioner:
         providers = list(self.providers)
         self.perception_soon = None if perception is None else (
             tuple(providers), in_background(lambda: perception(bundle, providers, threads)))
-        decoder = in_background(lambda: _decoder_session(bundle, providers, threads))
+        decoder = started.decoder if started is not None else in_background(
+            lambda: decoder_session(bundle, providers, threads))
         try:
             self.tokenizer = CaptionTokenizer(bundle.read_verified("tokenizer"))
             self.encoder = create_session(bundle.read_verified("encoder"), self.providers, threads, "encoder")
@@ -257,11 +247,12 @@ class OnnxCaptioner:
     @classmethod
     def load(cls, model: str | Path | None = None, provider: str = "auto", threads: int | None = None,
              verify: bool = True, perception=None) -> "OnnxCaptioner":
-        path = Path(model) if model else default_model_dir()
-        if model is None and not path.exists():
-            raise BundleError(f"the default model is not installed at {path}; pass --model DIR "
-                              "or set EDGECAP_MODEL")
-        return cls(load_bundle(path, verify=verify), provider=provider, threads=threads, perception=perception)
+        return cls.finish(start_loading(model, provider, threads, verify), perception)
+
+    @classmethod
+    def finish(cls, started: Started, perception=None) -> "OnnxCaptioner":
+        """The captioner of a bundle whose loading edgecap.core.early started."""
+        return cls(started.bundle, started.provider, started.threads, perception=perception, started=started)
 
     @property
     def provider(self) -> str:
@@ -372,12 +363,6 @@ class OnnxCaptioner:
             for i in describable:
                 results[i].ms = per_image
         return results  # type: ignore[return-value]
-
-
-def _decoder_session(bundle: Bundle, providers: list[str], threads: int | None):
-    import numpy.random  # noqa: F401 - numpy loads it on first use: in the first caption (~15 ms) unless here
-
-    return create_session(bundle.read_verified("decoder"), providers, threads, "decoder")
 
 
 def _load_memory(bundle: Bundle) -> CaptionMemory | None:
