@@ -47,3 +47,14 @@ def test_numpy_blas_runs_one_thread_whichever_loads_first(first):
                           cwd=MODEL.parents[1], timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[-1] == "1"
+
+
+def test_loading_started_early_reports_a_missing_model_and_can_be_abandoned(tmp_path):
+    from edgecap.core.bundle import BundleError
+    from edgecap.core.early import start_loading
+
+    with pytest.raises(BundleError, match="does not exist"):
+        start_loading(tmp_path / "nothing")
+    started = start_loading(MODEL, provider="cpu", threads=1)
+    started.abandon()  # waits for the decoder's thread, whatever its outcome
+    assert started.decoder().get_providers() == ["CPUExecutionProvider"]
