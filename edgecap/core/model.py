@@ -15,7 +15,8 @@ import onnxruntime as ort
 from edgecap.core.bundle import Bundle, BundleError
 from edgecap.core.calibration import CalibrationSpec
 from edgecap.core.decoding import Decoded, DecodingOptions, Pool, decode_pool, image_seed
-from edgecap.core.early import DEFAULT_MODEL_NAME, Started, decoder_session, default_model_dir, start_loading  # noqa: F401
+from edgecap.core.early import (DEFAULT_MODEL_NAME, Started, decoder_session, default_model_dir,  # noqa: F401
+                                start_loading)
 from edgecap.core.image import EXPOSURE_MESSAGES, as_rgb, exposure_problem, normalize, resize_for_model
 from edgecap.core.memory import CaptionMemory, MemorySettings
 from edgecap.core.providers import (CPU, create_session, in_background, pin_blas_threads, resolve_providers,
