@@ -1,4 +1,4 @@
-"""Loading the bundle on two threads: the same captions as loading it in turn, detectors built once."""
+"""Loading the bundle on several threads: the same captions as loading it in turn, detectors built once."""
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ def test_detectors_loaded_beside_the_captioner_speak_as_a_serial_load(monkeypatc
         built.append(args)
         return Perceiver.from_bundle(*args)
 
+    monkeypatch.setenv("EDGECAP_SERIAL_LOAD", "0")  # threads even on two cores
     parallel = OnnxCaptioner.load(MODEL, provider="cpu", threads=1, perception=counted)
     monkeypatch.setenv("EDGECAP_SERIAL_LOAD", "1")
     serial = OnnxCaptioner.load(MODEL, provider="cpu", threads=1)

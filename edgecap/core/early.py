@@ -3,9 +3,9 @@
 What a spoken caption needs to import after numpy and onnxruntime (cv2, tokenizers, the decision
 and perception modules) is ~70 ms of Python that holds the GIL. Reading, hashing and building the
 decoder's session mostly does not. So `edgecap caption` and `edgecap bench` check the bundle and
-start the decoder here, on a thread of its own, and then import the rest while it builds;
-OnnxCaptioner takes the started decoder over. Only numpy, onnxruntime and the bundle checks are
-needed to get here.
+start the decoder here, and then import the rest while it builds; OnnxCaptioner takes the
+started decoder over. Only numpy, onnxruntime and the bundle checks are needed to get here. On
+two cores or fewer the decoder is built at once instead (see providers.in_background).
 """
 from __future__ import annotations
 
