@@ -99,7 +99,9 @@ class Describer:
             key = tuple(captioner.providers)
             cached = getattr(captioner, "_describer", None)
             if cached is None or cached[0] != key:
-                perceiver = Perceiver.from_bundle(captioner.bundle, captioner.providers, captioner.threads)
+                soon = getattr(captioner, "perception_soon", None)  # started when the captioner loaded
+                perceiver = soon[1]() if soon is not None and soon[0] == key else Perceiver.from_bundle(
+                    captioner.bundle, captioner.providers, captioner.threads)
                 cached = (key, cls(captioner, perceiver))
                 captioner._describer = cached
             return cached[1]

@@ -21,13 +21,17 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def cmd_caption(args) -> int:
+    from edgecap.core.early import start_loading
+
+    started = start_loading(args.model, args.provider, args.threads)  # the decoder builds while the rest imports
     from edgecap.photos import SpeechSetupError, Voice, caption_files
 
     try:
         voice = Voice(args)  # before the model loads: asked to speak where nothing is heard, say so now
     except SpeechSetupError as exc:
+        started.abandon()
         return _fail(str(exc))
-    captioner = load_captioner(args)
+    captioner = load_captioner(args, perception=True, started=started)
     return caption_files(args, captioner, decoding_options(args, captioner), voice)
 
 
@@ -47,9 +51,12 @@ def cmd_info(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    from edgecap.core.early import start_loading
+
+    started = start_loading(args.model, args.provider, args.threads)
     from edgecap.evaluation.bench import run_bench
 
-    return run_bench(args, load_captioner(args))
+    return run_bench(args, load_captioner(args, perception=True, started=started))
 
 
 def build_parser() -> argparse.ArgumentParser:

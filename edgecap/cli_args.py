@@ -55,7 +55,16 @@ def decoding_options(args, captioner=None):
                   calibration=calibration, rerank=False if args.no_rerank else None)
 
 
-def load_captioner(args):
+def load_captioner(args, perception: bool = False, started=None):
+    """perception: also build the bundle's detectors, on a second thread while the captioner loads.
+    started: the loading begun by edgecap.core.early.start_loading (else it begins here)."""
+    from edgecap.core.early import start_loading
     from edgecap.core.model import OnnxCaptioner
 
-    return OnnxCaptioner.load(args.model, provider=args.provider, threads=args.threads)
+    build = None
+    if perception:
+        from edgecap.vision.perception import Perceiver
+
+        build = Perceiver.from_bundle
+    started = started or start_loading(args.model, provider=args.provider, threads=args.threads)
+    return OnnxCaptioner.finish(started, perception=build)

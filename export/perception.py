@@ -7,7 +7,6 @@ names are data in export/imagenet_classes.tsv.
 """
 from __future__ import annotations
 
-import io
 import logging
 import shutil
 import tempfile
@@ -23,7 +22,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
                                       quantize_static)
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from edgecap.core.bundle import BundleError, load_bundle, sha256_file
+from edgecap.core.bundle import BundleError, load_bundle, npz_bytes, sha256_file
 from edgecap.core.image import read_image
 from edgecap.vision.perception import ROLES, DetectorSettings, FaceSettings, Perceiver, letterbox
 from export.bundle import update_manifest
@@ -123,9 +122,7 @@ def imagenet_head_bytes(int8: bool = True) -> bytes:
         arrays["weight_scale"] = scale.astype(np.float32)
     else:
         arrays["weight"] = weight.astype(np.float16)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    return buf.getvalue()
+    return npz_bytes(arrays)
 
 
 def detector_at_size(src: Path, size: int) -> onnx.ModelProto:

@@ -183,3 +183,24 @@ def test_external_weights_come_from_the_bundle_only(user_bundle, tmp_path, monke
     write_manifest(user_bundle, json.loads((user_bundle / "manifest.json").read_text()))
     with pytest.raises(BundleError, match="external data '../encod.dat', which is not a hashed file"):
         OnnxCaptioner.load(user_bundle, provider="cpu")
+
+
+def test_a_weight_marked_external_without_a_location_is_refused_by_onnxruntime():
+    # external_locations skips its walk when no "location" is in the bytes; this is why that is safe.
+    onnx = pytest.importorskip("onnx")
+    import numpy as np
+
+    from edgecap.core.onnx_external import external_locations
+    from edgecap.core.providers import CPU, ProviderError, create_session
+
+    h = onnx.helper
+    weight = onnx.numpy_helper.from_array(np.ones((2, 2), np.float32), "w")
+    weight.ClearField("raw_data")
+    weight.data_location = onnx.TensorProto.EXTERNAL
+    graph = h.make_graph([h.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                         [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 2])],
+                         [h.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 2])], [weight])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]).SerializeToString()
+    assert b"location" not in model and external_locations(model) == set()
+    with pytest.raises(ProviderError, match="location"):
+        create_session(model, [CPU], label="encoder")

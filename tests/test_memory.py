@@ -42,6 +42,24 @@ def test_memory_round_trips_and_rejects_garbage():
         CaptionMemory.from_bytes(b"not an npz file")
 
 
+def test_stored_memory_keeps_its_statistics_and_loads_the_floats_unpacked():
+    import io
+    import zipfile
+
+    pooled, captions, centre = two_scenes()
+    memory = CaptionMemory.fit(pooled, captions, dims=8)
+    data = memory.to_bytes()
+    assert data == memory.to_bytes()  # the same bytes at every export: a re-export changes no hash
+    packing = {i.filename: i.compress_type for i in zipfile.ZipFile(io.BytesIO(data)).infolist()}
+    assert packing["keys.npy"] == packing["basis.npy"] == zipfile.ZIP_STORED
+    assert packing["captions.npy"] == packing["df_ngrams.npy"] == zipfile.ZIP_DEFLATED
+    again = CaptionMemory.from_bytes(data)
+    assert dict(again.cider.df) == dict(memory.cider.df) and len(again.cider.df) == len(memory.cider.df)
+    assert again.cider.df.get(("a", "dog")) == memory.cider.df[("a", "dog")] == 12
+    assert again.cider.df.get(("a", "horse")) is None
+    assert [again.cider.score(c, 3) for c in (DOG, CAT)] == [memory.cider.score(c, 3) for c in (DOG, CAT)]
+
+
 @pytest.fixture
 def bundle_with_memory(tiny_bundle, tmp_path):
     shutil.copytree(tiny_bundle, tmp_path / "bundle")

@@ -59,6 +59,20 @@ def test_an_accelerator_that_cannot_run_falls_back_to_a_working_cpu_session(monk
     assert P.fallback_reason(P.create_session(ENCODER.read_bytes(), [P.CPU])) is None
 
 
+@pytest.mark.skipif(not ENCODER.is_file(), reason="no shipped model")
+def test_a_cpu_session_does_not_keep_the_graph_bytes_alive():
+    import sys
+
+    import numpy as np
+
+    model = ENCODER.read_bytes()
+    before = sys.getrefcount(model)
+    session = P.create_session(model, [P.CPU], threads=1, label="encoder")
+    assert sys.getrefcount(model) == before  # onnxruntime would hold them for the session's life
+    pixels = np.zeros([1 if isinstance(d, str) else d for d in session.get_inputs()[0].shape], np.float32)
+    assert session.run(None, {session.get_inputs()[0].name: pixels})[0].size > 0
+
+
 def test_a_model_onnxruntime_cannot_load_is_an_error_after_trying_each_provider(caplog):
     with pytest.raises(P.ProviderError, match="could not load the decoder"):
         P.create_session(b"not a model", ["CUDAExecutionProvider", P.CPU], label="decoder")
@@ -101,3 +115,21 @@ def test_narration_says_once_that_the_accelerator_was_not_used(monkeypatch, tmp_
     faults = [r for r in records if r["kind"] == "fault"]
     assert len(faults) == 1 and faults[0]["source"] == "model" and "CUDAExecutionProvider" in faults[0]["text"]
     assert sum(r["kind"] == "caption" for r in records) == 2
+
+
+def test_work_started_in_the_background_gives_its_result_or_raises_its_error_when_waited_for(monkeypatch):
+    import threading
+
+    for serial in ("0", "1"):
+        monkeypatch.setenv("EDGECAP_SERIAL_LOAD", serial)
+        where = []
+        done = P.in_background(lambda: where.append(threading.current_thread()) or 42)
+        assert done() == 42 and done() == 42
+        assert (where[0] is threading.main_thread()) == (serial == "1")
+
+        def broken():
+            raise P.ProviderError("onnxruntime could not load the decoder: bad graph")
+
+        wait = P.in_background(broken)
+        with pytest.raises(P.ProviderError, match="could not load the decoder"):
+            wait()

@@ -11,11 +11,13 @@ caption that names something the model would not say about similar scenes loses.
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from edgecap.metrics.cider import CiderD
+from edgecap.core.bundle import npz_bytes
+from edgecap.metrics.cider import CiderD, JoinedCounts
 
 MEMORY_FILE = "memory.npz"
 
@@ -33,7 +35,7 @@ class MemorySettings:
 
 class CaptionMemory:
     def __init__(self, mean: np.ndarray, basis: np.ndarray, keys: np.ndarray, captions: list[str],
-                 settings: MemorySettings = MemorySettings(), df: dict[tuple[str, ...], int] | None = None):
+                 settings: MemorySettings = MemorySettings(), df: Mapping[tuple[str, ...], int] | None = None):
         if basis.shape[0] != mean.shape[0] or keys.shape[1] != basis.shape[1] or len(keys) != len(captions):
             raise ValueError(f"inconsistent memory: mean {mean.shape}, basis {basis.shape}, keys {keys.shape}, "
                              f"{len(captions)} captions")
@@ -41,9 +43,9 @@ class CaptionMemory:
             raise ValueError("empty memory")
         if not all(np.isfinite(a).all() for a in (mean, basis, keys)):
             raise ValueError("memory holds NaN or infinite numbers")
-        self.mean = mean.astype(np.float32)
-        self.basis = basis.astype(np.float32)
-        self.keys = keys.astype(np.float32)
+        self.mean = np.asarray(mean, dtype=np.float32)  # no copy of what is float32 already
+        self.basis = np.asarray(basis, dtype=np.float32)
+        self.keys = np.asarray(keys, dtype=np.float32)
         self.captions = captions
         self.settings = settings
         self.cider = CiderD([[c] for c in captions], df=df)  # idf from the memory's own captions
@@ -55,19 +57,17 @@ class CaptionMemory:
                 captions = z["captions"].tolist()
                 df = None
                 if "df_ngrams" in z and int(z["df_docs"]) == len(captions):  # stored at export: no rebuild
-                    df = dict(zip(map(tuple, map(str.split, z["df_ngrams"].tolist())), z["df_counts"].tolist()))
+                    df = JoinedCounts(dict(zip(z["df_ngrams"].tolist(), z["df_counts"].tolist())))
                 return cls(z["mean"], z["basis"], z["keys"], captions, settings, df)
         except (OSError, KeyError, ValueError) as exc:
             raise ValueError(f"unreadable {MEMORY_FILE}: {exc}") from None
 
     def to_bytes(self) -> bytes:
-        buf = io.BytesIO()
         df = self.cider.document_frequencies()
-        np.savez_compressed(buf, mean=self.mean, basis=self.basis, keys=self.keys.astype(np.float16),
-                            captions=np.asarray(self.captions), df_docs=np.int64(len(self.captions)),
-                            df_ngrams=np.asarray([" ".join(g) for g in df]),
-                            df_counts=np.asarray(list(df.values()), dtype=np.int32))
-        return buf.getvalue()
+        return npz_bytes(dict(mean=self.mean, basis=self.basis, keys=self.keys.astype(np.float16),
+                              captions=np.asarray(self.captions), df_docs=np.int64(len(self.captions)),
+                              df_ngrams=np.asarray([" ".join(g) for g in df]),
+                              df_counts=np.asarray(list(df.values()), dtype=np.int32)))
 
     @staticmethod
     def fit(pooled: np.ndarray, captions: list[str], dims: int = 128,

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -13,36 +12,18 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edgecap.core.bundle import Bundle, BundleError, load_bundle
+from edgecap.core.bundle import Bundle, BundleError
 from edgecap.core.calibration import CalibrationSpec
 from edgecap.core.decoding import Decoded, DecodingOptions, Pool, decode_pool, image_seed
+from edgecap.core.early import (DEFAULT_MODEL_NAME, Started, decoder_session, default_model_dir,  # noqa: F401
+                                start_loading)
 from edgecap.core.image import EXPOSURE_MESSAGES, as_rgb, exposure_problem, normalize, resize_for_model
 from edgecap.core.memory import CaptionMemory, MemorySettings
-from edgecap.core.providers import CPU, create_session, resolve_providers
+from edgecap.core.providers import (CPU, create_session, in_background, pin_blas_threads, resolve_providers,
+                                    return_freed_memory, settle)
 from edgecap.core.tokenizer import CaptionTokenizer
 
 log = logging.getLogger("edgecap")
-
-DEFAULT_MODEL_NAME = "edgecap-base"
-
-
-def pin_blas_threads(threads: int = 1) -> None:
-    """Hold numpy's BLAS to `threads` even if numpy was loaded before edgecap set OPENBLAS_NUM_THREADS."""
-    try:
-        from threadpoolctl import threadpool_info, threadpool_limits
-    except ImportError:
-        return
-    if any(p.get("user_api") == "blas" and p.get("num_threads", 1) > threads for p in threadpool_info()):
-        threadpool_limits(threads, user_api="blas")
-
-
-def default_model_dir() -> Path:
-    """$EDGECAP_MODEL, else the bundle shipped in the checkout's models/ folder."""
-    env = os.environ.get("EDGECAP_MODEL")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "models" / DEFAULT_MODEL_NAME
-
 
 @dataclass
 class VisualFeatures:
@@ -238,28 +219,41 @@ def _host(value) -> np.ndarray:
 
 class OnnxCaptioner:
     def __init__(self, bundle: Bundle, provider: str = "auto", threads: int | None = None,
-                 feature_cache_size: int = 8):
+                 feature_cache_size: int = 8, perception=None, started: Started | None = None):
+        """perception: None, or (bundle, providers, threads) -> perceiver, built on a thread of its own
+        beside the captioner's graphs; edgecap.caption waits for it (`perception_soon`)."""
         pin_blas_threads()
         self.bundle = bundle
         self.arch = bundle.architecture
         self.providers = resolve_providers(provider)
         self.threads = threads
-        self.tokenizer = CaptionTokenizer(bundle.read_verified("tokenizer"))
-        self.encoder = create_session(bundle.read_verified("encoder"), self.providers, threads, "encoder")
-        self.decoder = OnnxDecoder(create_session(bundle.read_verified("decoder"), self.providers, threads,
-                                                  "decoder"), self.arch.n_layers)
+        providers = list(self.providers)
+        self.perception_soon = None if perception is None else (
+            tuple(providers), in_background(lambda: perception(bundle, providers, threads)))
+        decoder = started.decoder if started is not None else in_background(
+            lambda: decoder_session(bundle, providers, threads))
+        try:
+            self.tokenizer = CaptionTokenizer(bundle.read_verified("tokenizer"))
+            self.encoder = create_session(bundle.read_verified("encoder"), self.providers, threads, "encoder")
+            self.memory = _load_memory(bundle)
+            self.decoder = OnnxDecoder(decoder(), self.arch.n_layers)
+        except BaseException:
+            # Wait for the other threads: none is left inside onnxruntime while the error ends the program.
+            settle(decoder, *(self.perception_soon[1:] if self.perception_soon else ()))
+            raise
         self._features: OrderedDict[bytes, VisualFeatures] = OrderedDict()
         self._feature_cache_size = feature_cache_size
-        self.memory = _load_memory(bundle)
+        return_freed_memory()
 
     @classmethod
     def load(cls, model: str | Path | None = None, provider: str = "auto", threads: int | None = None,
-             verify: bool = True) -> "OnnxCaptioner":
-        path = Path(model) if model else default_model_dir()
-        if model is None and not path.exists():
-            raise BundleError(f"the default model is not installed at {path}; pass --model DIR "
-                              "or set EDGECAP_MODEL")
-        return cls(load_bundle(path, verify=verify), provider=provider, threads=threads)
+             verify: bool = True, perception=None) -> "OnnxCaptioner":
+        return cls.finish(start_loading(model, provider, threads, verify), perception)
+
+    @classmethod
+    def finish(cls, started: Started, perception=None) -> "OnnxCaptioner":
+        """The captioner of a bundle whose loading edgecap.core.early started."""
+        return cls(started.bundle, started.provider, started.threads, perception=perception, started=started)
 
     @property
     def provider(self) -> str:

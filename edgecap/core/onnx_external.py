@@ -115,6 +115,11 @@ def _graph(buf: memoryview, found: set[str], level: int) -> None:
 
 def external_locations(model: bytes) -> set[str]:
     """The `location` of every tensor stored outside the graph ("" when one has none)."""
+    if b"location" not in model:
+        # No tensor names an outside file (the key is stored as plain text), and onnxruntime
+        # refuses one marked external without a location ("Missing 'location'"): the walk, ~5 ms
+        # of Python per graph at every load, is left for graphs that may need it.
+        return set()
     found: set[str] = set()
     for number, wire, value in _fields(memoryview(model)):
         if wire != 2:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import weakref
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import onnxruntime as ort
 
@@ -39,6 +41,9 @@ GPU_MEMORY_MB = 1024  # CUDA arena cap: the Orin Nano's 8 GB are shared with the
 
 # Why a session is not on the provider it was asked for (session -> reason).
 _fallbacks: "weakref.WeakKeyDictionary[ort.InferenceSession, str]" = weakref.WeakKeyDictionary()
+
+
+T = TypeVar("T")
 
 
 class ProviderError(Exception):
@@ -99,6 +104,23 @@ def default_threads() -> int:
     return 1 if cores <= 2 else min(4, cores - 1)
 
 
+def pin_blas_threads(threads: int = 1) -> None:
+    """Hold numpy's BLAS to `threads` even if numpy was loaded before edgecap set OPENBLAS_NUM_THREADS."""
+    import numpy as np  # loaded by then
+
+    from edgecap.core import BLAS_THREADS_AT_LOAD
+
+    blas = getattr(np.__config__, "CONFIG", {}).get("Build Dependencies", {}).get("blas", {}).get("name", "")
+    if "openblas" in blas and BLAS_THREADS_AT_LOAD == str(threads):
+        return  # OpenBLAS read it when numpy loaded; asking threadpoolctl costs ~12 ms of every start
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+    except ImportError:
+        return
+    if any(p.get("user_api") == "blas" and p.get("num_threads", 1) > threads for p in threadpool_info()):
+        threadpool_limits(threads, user_api="blas")
+
+
 def session_options(threads: int | None) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -148,7 +170,83 @@ def create_session(model: bytes, providers: list[str], threads: int | None = Non
         log.warning("%s: asked for %s, running on %s", label, chain[0], used)
     if used != providers[0] and reasons:
         _fallbacks[session] = f"{label} runs on {used}: " + "; ".join(reasons)
+    if session.get_providers() == [CPU]:
+        _release_model_bytes(session)
     return session
+
+
+def _release_model_bytes(session: ort.InferenceSession) -> None:
+    """Let go of the graph's bytes once a CPU-only session is built (5-7 MB per graph).
+
+    onnxruntime's Python session keeps the bytes it was created from for as long as it lives,
+    only to rebuild itself on the CPU after an accelerator fails in run(). A session already on
+    the CPU has nothing to fall back to, so its fallback is switched off and the bytes dropped.
+    edgecap's own fallback (OnnxCaptioner.fall_back_to_cpu) reads the verified bytes again.
+    """
+    if getattr(session, "_model_bytes", None) is None:  # a path, or an onnxruntime that keeps none
+        return
+    session.disable_fallback()
+    session._model_bytes = None
+
+
+def in_background(work: Callable[[], T]) -> Callable[[], T]:
+    """Start `work` (reading, hashing and building a session) on a second thread; returns the
+    function that waits for its result and raises its error.
+
+    onnxruntime lets go of the GIL while it builds a session, and hashlib while it hashes, so
+    graphs load side by side. That pays with three cores or more. On this 2-core machine it did
+    not: 0.497 s against 0.482 s to the first caption, with 22% more CPU (load 1.3; two threads
+    slow each other down). So on two cores or fewer `work` runs at once, as it does with
+    EDGECAP_SERIAL_LOAD=1; EDGECAP_SERIAL_LOAD=0 asks for the thread anyway. Either way its
+    error is raised only when the result is waited for. Inference keeps its own thread count.
+    """
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - raised where the result is waited for
+            box["error"] = exc
+
+    thread = None
+    serial = os.environ.get("EDGECAP_SERIAL_LOAD", "1" if (os.cpu_count() or 1) <= 2 else "0") != "0"
+    if serial:
+        run()
+    else:
+        thread = threading.Thread(target=run, name="edgecap-load", daemon=True)
+        thread.start()
+
+    def result() -> T:
+        if thread is not None:
+            thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    return result
+
+
+def settle(*waiting: Callable[[], object]) -> None:
+    """Wait for work started by in_background, whatever its outcome (after another error)."""
+    for wait in waiting:
+        try:
+            wait()
+        except BaseException:  # noqa: BLE001 - the error being raised already says what went wrong
+            pass
+
+
+def return_freed_memory() -> None:
+    """Hand back to the system the heap pages freed while loading: graph bytes and parse buffers
+    (6-12 MB), some in the loading thread's own malloc arena, which later captions would never
+    reuse. glibc only; elsewhere nothing happens."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes  # numpy has loaded it already
+
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # a libc without malloc_trim (musl)
+        pass
 
 
 def fallback_reason(session: ort.InferenceSession) -> str | None:

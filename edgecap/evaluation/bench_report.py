@@ -37,8 +37,11 @@ KEYS = {
     "decoder_step_floor_ms": "bytes of the weights a step multiplies by / measured memory bandwidth",
     "encoder_floor_ms": "encoder operations (2 x multiply-adds) / measured int8 matmul throughput",
     "captions_per_s": "captions per second with 1, 4 and 8 photos per call",
-    "cold_start_s": "fresh process: import, load and verify the bundle, caption one photo",
-    "peak_rss_mb": "that process's peak resident memory after six captions",
+    "cold_start_s": "fresh process, from its launch (interpreter start-up included) to the first spoken caption: "
+                    "import, load and verify the bundle, caption one photo; median of 5, bytecode cached",
+    "cold_start_cpu_s": "that process's CPU time by then, all threads (the bundle loads on two threads)",
+    "cold_start_first_run_s": "the same for the first run, which compiles edgecap's bytecode",
+    "peak_rss_mb": "that process's peak resident memory (VmHWM) after six captions",
     "bundle_mb": "bytes of the bundle's hashed files",
     "speedup_vs_torch": "PyTorch eager / edgecap, same architecture, 15 forced greedy tokens, SPARC off",
     "speedup_vs_plain_onnxruntime": "a plain session.run loop over the same graphs / edgecap",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterator, Mapping
 
 from edgecap.metrics.text_normalise import simple_tokenize
 
@@ -22,6 +23,29 @@ def ngrams(words: list[str], n: int) -> Counter:
     return Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
 
 
+class JoinedCounts(Mapping):
+    """N-gram -> count, keyed inside by the words joined with spaces (as memory.npz stores them).
+
+    Building this takes a sixth of the time of a dict of word tuples (~2 ms against ~11 ms for a
+    bundle's 15k n-grams, at every load); CiderD only looks n-grams up with `get`.
+    """
+
+    def __init__(self, joined: dict[str, int]):
+        self._joined = joined
+
+    def get(self, gram, default=None):
+        return self._joined.get(" ".join(gram), default)
+
+    def __getitem__(self, gram: tuple[str, ...]) -> int:
+        return self._joined[" ".join(gram)]
+
+    def __iter__(self) -> Iterator[tuple[str, ...]]:
+        return (tuple(key.split()) for key in self._joined)
+
+    def __len__(self) -> int:
+        return len(self._joined)
+
+
 class CiderD:
     """CIDEr-D against a fixed corpus of reference sets.
 
@@ -31,7 +55,7 @@ class CiderD:
     """
 
     def __init__(self, references: list[list[str]], sigma: float = 6.0, end_token: bool = True,
-                 df: dict[tuple[str, ...], int] | None = None):
+                 df: Mapping[tuple[str, ...], int] | None = None):
         self.sigma = sigma
         self.end = [END] if end_token else []
         self._references = references

@@ -20,7 +20,7 @@ import onnxruntime as ort
 
 from edgecap.core.bundle import Bundle, BundleError
 from edgecap.core.image import as_rgb
-from edgecap.core.providers import create_session
+from edgecap.core.providers import create_session, in_background, return_freed_memory, settle
 
 ROLES = ("detector", "faces", "imagenet_head")
 LETTERBOX_GREY = 114
@@ -283,20 +283,28 @@ class Perceiver:
             face_settings = FaceSettings.from_dict(config.get("faces", {}))
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{bundle.path}: manifest perception section is malformed: {exc!r}") from None
+        faces = in_background(lambda: create_session(bundle.read_verified("faces"), providers, threads,
+                                                     "face detector"))
         try:
-            head = ImageNetHead.from_bytes(bundle.read_verified("imagenet_head"))
-        except (ValueError, KeyError, OSError) as exc:
-            raise BundleError(f"{bundle.path}: {bundle.files['imagenet_head']}: {exc}") from None
-        detector = create_session(bundle.read_verified("detector"), providers, threads, "detector")
-        width = detector.get_outputs()[0].shape[-1]
-        fixed = [d for d in detector.get_inputs()[0].shape[2:] if isinstance(d, int)]
-        if detector_settings.pad_to_stride and fixed:
-            raise BundleError(f"{bundle.path}: the manifest pads the detector's input to its stride, but its "
-                              f"graph input is fixed at {detector.get_inputs()[0].shape}")
-        if isinstance(width, int) and width != 5 + len(classes):
-            raise BundleError(f"{bundle.path}: detector scores {width - 5} classes, the manifest names {len(classes)}")
-        faces = create_session(bundle.read_verified("faces"), providers, threads, "face detector")
-        return cls(detector, faces, head, classes, detector_settings, face_settings)
+            try:
+                head = ImageNetHead.from_bytes(bundle.read_verified("imagenet_head"))
+            except (ValueError, KeyError, OSError) as exc:
+                raise BundleError(f"{bundle.path}: {bundle.files['imagenet_head']}: {exc}") from None
+            detector = create_session(bundle.read_verified("detector"), providers, threads, "detector")
+            width = detector.get_outputs()[0].shape[-1]
+            fixed = [d for d in detector.get_inputs()[0].shape[2:] if isinstance(d, int)]
+            if detector_settings.pad_to_stride and fixed:
+                raise BundleError(f"{bundle.path}: the manifest pads the detector's input to its stride, but its "
+                                  f"graph input is fixed at {detector.get_inputs()[0].shape}")
+            if isinstance(width, int) and width != 5 + len(classes):
+                raise BundleError(f"{bundle.path}: detector scores {width - 5} classes, the manifest names "
+                                  f"{len(classes)}")
+        except BaseException:
+            settle(faces)  # no thread left inside onnxruntime while the error ends the program
+            raise
+        perceiver = cls(detector, faces(), head, classes, detector_settings, face_settings)
+        return_freed_memory()
+        return perceiver
 
     def perceive(self, rgb: np.ndarray, pooled: np.ndarray | None = None) -> Perception:
         """Objects, faces and (given the encoder's pooled vector) ImageNet labels for one RGB uint8 frame."""
