@@ -218,8 +218,9 @@ class Describer:
         if rgb is None or not self.rules.check_colours:
             return lambda caption: frozenset()
         boxes = {cls: dets[0].box for cls, dets in evidence.likely.items() if dets}
+        shares: dict = {}  # each region's colours counted once for all candidates
         return lambda caption: frozenset(unsupported_colours(caption, rgb, boxes, grounding_table(),
-                                                             self.rules.colour_min_share))
+                                                             self.rules.colour_min_share, shares))
 
     def _without_specifics(self, candidates: list[str], pool: list[str], unseen=None) -> dict[str, str]:
         """Sentence -> the candidate it comes from, with what no detector checks said generically

@@ -99,11 +99,12 @@ def colour_targets(caption: str, table) -> list[tuple[str, str | None]]:
 
 
 def unsupported_colours(caption: str, rgb: np.ndarray, boxes: dict[str, tuple], table,
-                        min_share: float = MIN_SHARE) -> set[str]:
+                        min_share: float = MIN_SHARE, cache: dict | None = None) -> set[str]:
     """The colour words of caption that the pixels of what they describe do not bear out.
 
-    boxes: COCO class -> the 0-1 box of its best detection (classes not detected are absent)."""
-    cache: dict = {}
+    boxes: COCO class -> the 0-1 box of its best detection (classes not detected are absent);
+    cache: box -> its colour shares, kept across the candidates of one photo."""
+    cache = {} if cache is None else cache
     bad = set()
     for word, cls in colour_targets(caption, table):
         if word in UNCHECKABLE:

@@ -74,9 +74,9 @@ class GroundingRules:
     # A colour word the pool agrees on is still said generically when less than this share of the
     # pixels of what it describes can be that colour (edgecap.vision.colour_check).
     check_colours: bool = True
+    colour_min_share: float = 0.1
     # "Two people" is not said as sure when this many more are detected surely (0: never checked).
     overcount_margin: int = 2
-    colour_min_share: float = 0.1
     trace_label: float = 0.0  # ImageNet support that counts as a trace of a class (with hedge_on_any_trace)
     hedge_max_named: int = 3  # objects listed in one evidence statement ("I can see a cup and a table.")
     hedge_likely_objects: bool = True  # with nothing seen surely, name the likely things ("I'm not sure. ...")
