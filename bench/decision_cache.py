@@ -3,8 +3,10 @@ its rules can be replayed and measured in seconds (bench/decision_replay.py).
 
 Per photo: the candidate captions, the caption memory's neighbours and the perception
 (detections with boxes, faces, ImageNet labels). On a train photo the memory holds the
-photo itself (the bundle's own caption of it); that neighbour is dropped, as a val photo
-would not find itself.
+photo itself (the bundle's own caption of it, row i for the i-th train photo); that neighbour
+is dropped, as a val photo would not find itself. (Its similarity is about 0.94, not 1: the
+memory's features come from the export pipeline. Caches made before this went by similarity
+and kept it.) --photos FILE caches photos nobody captioned (no references), for audits.
 
     python bench/decision_cache.py --data ../shared/data --split val --out /tmp/dc-val.json
     python bench/decision_cache.py --data ../shared/data --split train --coco-only --out /tmp/dc-train-coco.json
@@ -47,6 +49,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--pools", default="", help="comma list of extra pools to cache, e.g. g8,g4,g0,n8")
     ap.add_argument("--staged", action="store_true", help="also cache pools 'first' and 'samples' (two loops)")
+    ap.add_argument("--photos", type=Path, default=None,
+                    help="a file listing photos without references (one path a line) to cache instead of --split")
     args = ap.parse_args()
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -54,6 +58,7 @@ def main() -> int:
     captioned = args.data / "captioned"
     rows = [json.loads(line) for line in (captioned / "captions.jsonl").read_text().splitlines() if line.strip()]
     chosen = [r for r in rows if r["split"] == args.split]
+    memory_row = {r["file"]: i for i, r in enumerate(r for r in rows if r["split"] == "train")}  # export memory's order
     coco = [r for r in chosen if r["source"].startswith("coco")]
     flickr = [r for r in chosen if not r["source"].startswith("coco")]
     if args.coco_only:
@@ -61,6 +66,9 @@ def main() -> int:
     elif args.flickr is not None:
         flickr = sample(flickr, args.flickr)
     chosen = coco + flickr
+    if args.photos:  # photos nobody captioned (the unlabelled pool): for audits and detector-only statistics
+        chosen = [{"file": str(Path(line.strip()).resolve()), "source": "unlabeled", "captions": []}
+                  for line in args.photos.read_text().splitlines() if line.strip()]
 
     captioner = OnnxCaptioner.load(args.model, threads=1)
     describer = describer_for(captioner)
@@ -90,8 +98,8 @@ def main() -> int:
         q /= max(np.linalg.norm(q), 1e-12)
         sims = memory.keys @ q
         order = np.argsort(-sims)[:k + 1]
-        if args.split == "train":  # drop the photo itself (similarity ~1) and keep k others
-            order = [j for j in order if sims[j] < 0.995]
+        if args.split == "train" and not args.photos:  # the memory's row i is train photo i: drop the photo itself
+            order = [j for j in order if j != memory_row[r["file"]]]
         query = np.array(order[:k])
         p = describer.perceiver.perceive(rgb, features.pooled[0])
         done[r["file"]] = {

@@ -102,7 +102,10 @@ def specifics_precision(spoken: dict, cache: dict) -> dict:
     """In sure sentences: share of person kinds a reference agrees with (when a reference says a kind),
     and of colour / clothing words some reference uses (a lower bound: references omit them)."""
     from edgecap.wording import PERSON_KIND_OF, person_kinds, specifics, words
-    right = {"kind": [0, 0], "colour": [0, 0], "clothing": [0, 0]}
+    from edgecap.details import claims, stem, stems
+    from edgecap.vision.grounding import grounding_table
+    checked = grounding_table().vocabulary
+    right = {"kind": [0, 0], "colour": [0, 0], "clothing": [0, 0], "detail": [0, 0]}
     for k, s in spoken.items():
         if s.confidence != "sure":
             continue
@@ -114,6 +117,11 @@ def specifics_precision(spoken: dict, cache: dict) -> dict:
             if ref_kinds:
                 right["kind"][0] += bool(KIND_MATCH[kind] & ref_kinds)
                 right["kind"][1] += 1
+        ref_stems = frozenset().union(*[stems(r) for r in refs])
+        for w in words(s.sentence):  # actions and places (a lower bound, as for colours)
+            if claims(w) and w not in checked:
+                right["detail"][0] += stem(w) in ref_stems
+                right["detail"][1] += 1
         for typ in ("colour", "clothing"):
             for w in found[typ]:
                 right[typ][0] += w in ref_words
@@ -128,7 +136,7 @@ def fit_rules(cache: dict, keys: list[str], base, table, args) -> object:
     photos = [cache[k] for k in keys]
     truths = [{o for ref in cache[k]["refs"] for o in chair_objects(ref, table)} for k in keys]
     ns = argparse.Namespace(sure_precision=args.sure_precision, likely_precision=args.likely_precision,
-                            floor=0.3, fitted_on="cv")
+                            floor=0.3, fitted_on="cv", per_score=args.per_score)
     photos = [{"objects": p["objects"], "faces": p["faces"], "labels": p["labels"]} for p in photos]
     fitted = GroundingRules.from_dict(gc.fit(photos, truths, [cache[k]["refs"] for k in keys], table, ns)["rules"])
     keep = {f: getattr(base, f) for f in base.__dataclass_fields__
@@ -161,6 +169,8 @@ def main() -> int:
     ap.add_argument("--cv", type=int, default=0, help="k-fold: refit thresholds on the other folds (COCO + Flickr)")
     ap.add_argument("--sure-precision", type=float, default=0.85)
     ap.add_argument("--likely-precision", type=float, default=0.8)
+    ap.add_argument("--per-score", action="store_true",
+                    help="with --cv or --fit: thresholds by per-score precision (ground_calibrate --per-score)")
     ap.add_argument("--fit", type=Path, default=None, help="refit the thresholds on this cache (train) first")
     ap.add_argument("--mention-l2", type=float, default=None,
                     help="with --cv or --fit: refit the mention model (bench/mention_fit.py) there too")

@@ -82,6 +82,44 @@ def precision_threshold(pairs: list[tuple[float, bool]], target: float, prior_cu
     return best
 
 
+def isotonic(pairs: list[tuple[float, bool]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct scores ascending, P(right | score) fitted non-decreasing (pool adjacent
+    violators), and how many photos each fitted value rests on."""
+    by_score: dict[float, list[float]] = {}
+    for score, ok in pairs:
+        right_n = by_score.setdefault(score, [0.0, 0.0])
+        right_n[0] += ok
+        right_n[1] += 1
+    scores = np.array(sorted(by_score))
+    blocks: list[list[float]] = []  # [right, n, distinct scores]
+    for score in scores:
+        blocks.append([*by_score[score], 1])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            right, n, k = blocks.pop()
+            blocks[-1] = [blocks[-1][0] + right, blocks[-1][1] + n, blocks[-1][2] + k]
+    fitted = np.concatenate([np.full(int(k), right / n) for right, n, k in blocks])
+    support = np.concatenate([np.full(int(k), n) for _, n, k in blocks])
+    return scores, fitted, support
+
+
+def per_score_threshold(pairs: list[tuple[float, bool]], target: float, pooled=None) -> float | None:
+    """Lowest observed score s from which P(right | score) >= target at every score: a detection at
+    the threshold itself, not only those above it on average, is right that often. A class's fitted
+    value is shrunk toward the pooled one by how few photos it rests on."""
+    if not pairs:
+        return None
+    scores, fitted, support = isotonic(pairs)
+    if pooled is not None:
+        p_scores, p_fitted, _ = pooled
+        prior = p_fitted[np.clip(np.searchsorted(p_scores, scores, side="right") - 1, 0, len(p_fitted) - 1)]
+        fitted = (support * fitted + PRIOR * prior) / (support + PRIOR)
+    ok = fitted >= target
+    if not ok[-1]:
+        return None
+    first = len(ok) - int(np.argmin(ok[::-1])) if not ok.all() else 0
+    return float(scores[first])
+
+
 def pooled_curve(pairs: list[tuple[float, bool]]):
     """Precision of all detections at or above a score, as a function of the score."""
     scores = np.array(sorted((p[0] for p in pairs), reverse=True))
@@ -109,19 +147,21 @@ def fit(photos: list[dict], truths: list[set[str]], refs: list[list[str]], table
             name, p = photo["labels"][0]
             labels.append((p, mentioned(name, ref, truth, table)))
     pooled = [pair for pairs in per_class.values() for pair in pairs]
-    curve = pooled_curve(pooled)
-    default_sure = precision_threshold(pooled, args.sure_precision) or 0.9
-    default_likely = precision_threshold(pooled, args.likely_precision) or default_sure
+    per_score = getattr(args, "per_score", False)
+    curve = isotonic(pooled) if per_score else pooled_curve(pooled)
+    threshold = per_score_threshold if per_score else precision_threshold
+    default_sure = threshold(pooled, args.sure_precision) or 0.9
+    default_likely = threshold(pooled, args.likely_precision) or default_sure
     sure, likely, support = {}, {}, {}
     for name, pairs in sorted(per_class.items()):
-        s = precision_threshold(pairs, args.sure_precision, curve)
-        lk = precision_threshold(pairs, args.likely_precision, curve)
+        s = threshold(pairs, args.sure_precision, curve)
+        lk = threshold(pairs, args.likely_precision, curve)
         sure[name] = round(max(s if s is not None else 1.01, args.floor), 3)
         likely[name] = round(min(max(lk if lk is not None else 1.01, args.floor), sure[name]), 3)
         support[name] = {"photos": len(pairs), "right": int(sum(ok for _, ok in pairs))}
-    face = precision_threshold(faces, args.sure_precision) if faces else None
-    label_sure = precision_threshold(labels, args.sure_precision) if labels else None
-    label_likely = precision_threshold(labels, args.likely_precision) if labels else None
+    face = threshold(faces, args.sure_precision) if faces else None
+    label_sure = threshold(labels, args.sure_precision) if labels else None
+    label_likely = threshold(labels, args.likely_precision) if labels else None
     rules = GroundingRules(sure=sure, likely=likely, default_sure=round(default_sure, 3),
                            default_likely=round(default_likely, 3), face=round(max(face or 0.9, 0.6), 3),
                            label_sure=round(label_sure or 1.01, 3),
@@ -162,6 +202,9 @@ def main() -> int:
     ap.add_argument("--unlabeled", type=int, default=600, help="unlabelled photos for detector-only statistics")
     ap.add_argument("--sure-precision", type=float, default=0.85)
     ap.add_argument("--likely-precision", type=float, default=0.8)
+    ap.add_argument("--per-score", action="store_true",
+                    help="a threshold where detections at that score (not only those above it, on average) are "
+                         "right this often (isotonic fit)")
     ap.add_argument("--floor", type=float, default=0.3, help="no threshold below this score")
     ap.add_argument("--cache", type=Path, default=None, help="JSON cache of the perception results")
     ap.add_argument("--out", type=Path, default=None, help="write the fit and its statistics here")
@@ -175,7 +218,8 @@ def main() -> int:
     flickr = sample([r for r in train if r["source"] == "flickr8k"], args.flickr)
     chosen = coco + flickr
     args.fitted_on = (f"{len(coco)} COCO + {len(flickr)} Flickr8k photos of the train split (references via CHAIR "
-                      f"synonyms); sure precision {args.sure_precision}, likely {args.likely_precision}")
+                      f"synonyms); {'per-score ' if args.per_score else ''}sure precision {args.sure_precision}, "
+                      f"likely {args.likely_precision}")
     table = load_chair_table(args.data / "chair" / "synonyms.txt")
     photos = perceive_all(args.model, [captioned / r["file"] for r in chosen], args.cache)
     truths = [{o for ref in r["captions"] for o in chair_objects(ref, table)} for r in chosen]

@@ -27,6 +27,7 @@ import numpy as np
 from edgecap.core.decoding import DecodingOptions
 from edgecap.core.image import EXPOSURE_MESSAGES, as_rgb, exposure_problem
 from edgecap.core.model import CaptionResult
+from edgecap.details import agreement, supported_part
 from edgecap.vision.colour_check import unsupported_colours
 from edgecap.vision.grounding import Evidence, GroundingRules, coco_class_of_label, gather, grounding_table, judge
 from edgecap.vision.salience import mention_chance
@@ -59,12 +60,14 @@ class SpokenCaption(CaptionResult):
     model_caption: str = ""  # the candidate the sentence came from, or the model's first choice
     support: float = 0.0  # grounding margin of model_caption (edgecap.vision.grounding.Verdict.margin)
     text: str | None = None  # legible text read in the photo (with read_text), "" when none
+    candidate: str = ""  # the model's candidate the sentence was made from, as `tokens` decode; "" for evidence
 
     def to_json(self) -> dict:
         record = {"caption": self.caption, "confidence": self.confidence,
                   "objects": [{"name": d.name, "score": round(d.score, 3), "box": [round(v, 3) for v in d.box]}
                               for d in self.objects],
-                  "faces": self.faces, "tokens": self.tokens, "ms": round(self.ms, 2), "status": self.status}
+                  "faces": self.faces, "candidate": self.candidate,
+                  "tokens": self.tokens, "ms": round(self.ms, 2), "status": self.status}
         if self.text is not None:
             record["text"] = self.text
         return record
@@ -164,7 +167,8 @@ class Describer:
         return SpokenCaption(caption=choice.sentence, tokens=list(d.tokens) if d else [], ms=0.0,
                              logprob=d.logprob if d else 0.0, sparc_selected=d.selected_tokens if d else 0,
                              confidence=choice.confidence, objects=choice.objects, faces=choice.faces,
-                             named=choice.named, model_caption=choice.model_caption, support=choice.support)
+                             named=choice.named, model_caption=choice.model_caption, support=choice.support,
+                             candidate=choice.source or "")
 
     def decide_texts(self, texts: list[str], neighbours, perception, rgb: np.ndarray | None = None) -> "Choice":
         unique = list(dict.fromkeys(texts))
@@ -185,8 +189,8 @@ class Describer:
         objects = [d for dets in evidence.likely.values() for d in dets]
         verdicts = {text: judge(text, evidence, self.rules) for text in {*unique, first}}
         memory = self.captioner.memory
-        chance = mention_chance(texts, evidence, self.rules,  # would a describer mention it (None: not used)
-                                [memory.captions[j] for j in neighbours] if memory and neighbours is not None else [])
+        neighbour_captions = [memory.captions[j] for j in neighbours] if memory and neighbours is not None else []
+        chance = mention_chance(texts, evidence, self.rules, neighbour_captions)  # None: not used
 
         def stated(v) -> bool:  # sure, or only weakly seen things a describer would surely mention
             return v.level == "sure" or (v.level == "likely" and self.rules.mention_sure_at <= 1 and chance and all(
@@ -199,19 +203,34 @@ class Describer:
         if said:
             pick = self._choose(list(said), neighbours, scored)
             v = verdicts[said[pick]]
-            return Choice(pick, "sure", origin[said[pick]], v.named, said[pick], v.margin, objects, evidence.faces)
+            sentence = self._supported_details(pick, texts, neighbour_captions)
+            return Choice(sentence, "sure", origin[said[pick]], v.named, said[pick], v.margin, objects, evidence.faces)
         likely = [t for t in unique if verdicts[t].level == "likely"]
         if self.rules.specifics == "hedge":
             likely = sure + likely
         if chance is not None:
             likely = [t for t in likely if all(chance(c) >= self.rules.mention_candidate_at for c in verdicts[t].named)]
-        if likely:
-            pick = self._choose(likely, neighbours, scored)
-            v = verdicts[pick]
-            return Choice(probably(pick), "hedged", origin[pick], v.named, pick, v.margin, objects, evidence.faces)
+        hedged = self._without_specifics(likely, texts, unseen) if self.rules.generic_hedges else {t: t for t in likely}
+        if hedged:
+            pick = self._choose(list(hedged), neighbours, scored)
+            v = verdicts[hedged[pick]]
+            return Choice(probably(pick), "hedged", origin[hedged[pick]], v.named, hedged[pick], v.margin, objects,
+                          evidence.faces)
         sentence, named = evidence_statement(evidence, self.rules, self.perceiver, chance)
         return Choice(sentence, "hedged" if named else "unknown", None, named, first, verdicts[first].margin,
                       objects, evidence.faces)
+
+    def _supported_details(self, sentence: str, pool: list[str], neighbour_captions: list[str]) -> str:
+        """The sentence without the actions and places the model does not say consistently."""
+        if not self.rules.check_details:
+            return sentence
+        share = agreement(pool, neighbour_captions)
+        pool_at, neighbours_at = self.rules.detail_pool_share, self.rules.detail_neighbour_share
+
+        def supported(word: str) -> bool:
+            in_pool, in_neighbours = share(word)
+            return in_pool >= pool_at or (bool(neighbour_captions) and in_neighbours >= neighbours_at)
+        return supported_part(sentence, supported, grounding_table(), self.rules.detail_verbs)
 
     def _unseen_colours(self, rgb: np.ndarray | None, evidence):
         """caption -> its colour words the pixels of what they describe do not bear out."""

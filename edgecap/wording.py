@@ -74,7 +74,25 @@ def flaws(caption: str) -> list[str]:
     for a, b, c in zip(w, w[1:], w[2:] + [""]):
         if a in ("a", "an") and b in PLURAL_NOUNS and c != "'s":
             found.append(f"'{a} {b}'")
+    for a, b, c, d in zip(w, w[1:], w[2:], w[3:] + [""]):  # "a red and bed": 5 of the 41,110 references
+        if a in ARTICLES and b in COLOURS and c == "and" and d not in COLOURS | ARTICLES | COLOUR_LIKE \
+                and not d.endswith("ish"):
+            found.append(f"'{b} and {d}'")
+    for a, b in zip(w, w[1:]):  # "a dog is jumps": none of the references
+        if a in ("is", "are") and b in THIRD_PERSON_VERBS:
+            found.append(f"'{a} {b}'")
     return found
+
+
+# Colour words beyond COLOURS that follow "a red and ..." in human captions.
+COLOUR_LIKE = {"beige", "maroon", "navy", "teal", "turquoise", "cream", "khaki", "violet", "multicolored", "multi",
+               "multi-colored", "light", "bright", "spotted", "lime", "magenta", "aqua", "peach", "neon", "plaid",
+               "camouflage", "checkered", "burgundy", "rust", "copper", "bronze"}
+THIRD_PERSON_VERBS = {v + ("es" if v.endswith(("sh", "ch", "ss", "x")) else "s") for v in (
+    "jump run play walk sit stand ride climb swim look hold lay lie sleep eat drink carry throw catch kick pull push "
+    "watch wait pose smile lean read fly drive dive chase cross hang dig skate ski surf dance sing talk work perform "
+    "make take get stare laugh spray grab bite lick follow lead wear splash fetch race roll slide crawl hike wade "
+    "bike").split()} | {"flies", "carries", "lies"}
 
 
 # Plurals the model puts after "a" ("on a leaves", "with a toys"); from its candidates on val.

@@ -162,7 +162,11 @@ def test_caption_json_has_the_decision(photo_paths):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     [record] = json.loads(proc.stdout)
-    assert {"path", "caption", "confidence", "objects", "faces", "tokens", "ms", "status"} <= set(record)
+    assert {"path", "caption", "confidence", "objects", "faces", "candidate", "tokens", "ms", "status"} <= set(record)
+    if record["tokens"]:  # the ids of the model's candidate behind the (possibly reworded) sentence
+        from edgecap.core.model import OnnxCaptioner, default_model_dir
+        tokenizer = OnnxCaptioner.load(default_model_dir(), threads=1).tokenizer
+        assert tokenizer.decode(record["tokens"]) == record["candidate"]
     assert record["confidence"] in CONFIDENCES and isinstance(record["faces"], int)
     assert any(o["name"] == "cup" for o in record["objects"])
     for o in record["objects"]:

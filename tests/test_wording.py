@@ -16,11 +16,12 @@ GARBLED = ["A cat is laying on a window in a cat.", "A cat is eating a cat.", "A
            "A group of people are sitting at a table with a table.", "A black and white dog is is flying.",
            "A boy is walking down a dirt path in a dirt path.", "A large train is going down a.",
            "A group of people are walking down a street in the street.", "A man is sitting on a leaves.",
-           "A laptop with a laptop."]
+           "A laptop with a laptop.", "A bed with a red and bed in the air.", "A dog is jumps over a pipe."]
 WELL_FORMED = ["A cat is playing with a yellow toy.", "A brown dog chases a black dog.",
                "A dog and a dog are playing in the snow.", "Two dogs run next to each other.",
                "A man in a red shirt is climbing a rock.", "A girl sits on a bench next to her.",
-               "A man sits at a table while a dog sits under the table.", "A boy's team plays."]
+               "A man sits at a table while a dog sits under the table.", "A boy's team plays.",
+               "A black and a white dog on the snow.", "A brown and tan dog jumps.", "A dog carries a stick."]
 CAPTIONS = SHARED_DATA / "captioned" / "captions.jsonl"
 
 

@@ -69,6 +69,7 @@ class GroundingRules:
     # is not said as sure; "hedge": such a candidate is said "Probably ..."; "keep": said as is.
     specifics: str = "generic"
     # ... unless this share of the candidate pool says the same word (per kind of word; > 1: never)
+    generic_hedges: bool = True  # "Probably ..." sentences say them generically too
     specifics_agreement: dict[str, float] = field(default_factory=lambda: {"person": 1.01, "colour": 1.0,
                                                                            "clothing": 1.01})
     # A colour word the pool agrees on is still said generically when less than this share of the
@@ -89,6 +90,12 @@ class GroundingRules:
     mention_candidate_at: float = 0.0
     mention_sure_at: float = 1.01  # a candidate whose things are only weakly seen is sure when each is this likely
     mention_fitted_on: str = ""
+    # What a sure sentence says beyond the checked things ("driving", "on the beach"; edgecap.details)
+    # is kept only when this share of the candidates, or of the memory neighbours' captions, says it.
+    check_details: bool = True
+    detail_pool_share: float = 0.2  # the spoken candidate and at least one other
+    detail_neighbour_share: float = 0.2  # 3 of the 15 neighbours
+    detail_verbs: bool = True  # ... verbs too (False: only places and other phrases after the verb)
     fitted_on: str = "defaults, not fitted"
 
     def sure_for(self, cls: str) -> float:
