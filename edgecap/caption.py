@@ -7,7 +7,7 @@
   the detectors see (edgecap.vision.grounding);
 * hedged: "Probably ..." when a candidate's objects are only likely, otherwise a
   statement built from the evidence ("Probably a bear.", "I'm not sure. I can see a cup
-  and a table.", "It might be a missile or a space shuttle.");
+  and a table.", "It might be a missile or a space shuttle."; worded by edgecap.statements);
 * unknown: "I can't tell what this is." (and the exposure messages for dark, white,
   blank or tiny frames).
 
@@ -17,8 +17,10 @@ other photos of a batch: perception, grounding and the memory's choice are per i
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -28,12 +30,12 @@ from edgecap.core.decoding import DecodingOptions
 from edgecap.core.image import EXPOSURE_MESSAGES, as_rgb, exposure_problem
 from edgecap.core.model import CaptionResult
 from edgecap.details import agreement, supported_part
+from edgecap.statements import CANT_TELL, evidence_statement, probably
 from edgecap.vision.colour_check import unsupported_colours
-from edgecap.vision.grounding import Evidence, GroundingRules, coco_class_of_label, gather, grounding_table, judge
+from edgecap.vision.grounding import GroundingRules, gather, grounding_table, judge
 from edgecap.vision.salience import mention_chance
 from edgecap.wording import flaws, generic, repaired, specifics, words
 
-CANT_TELL = "I can't tell what this is."
 TOO_SMALL = "The image is too small to describe."
 MIN_SIDE = 16  # pixels; a smaller frame (a 2x2 icon) shows nothing a sentence could be about
 CONFIDENCES = ("sure", "hedged", "unknown")
@@ -43,12 +45,6 @@ _DESCRIBER_BUILD = threading.Lock()
 TEXTURE_MEAN_SPREAD = 0.2
 TEXTURE_CONTRAST_SPREAD = 0.15
 
-SPOKEN = {"dining table": "table", "tv": "television", "sports ball": "ball", "cell phone": "phone",
-          "hair drier": "hair dryer", "skis": "pair of skis", "remote": "remote control"}
-PLURALS = {"person": "people", "mouse": "mice", "knife": "knives", "sheep": "sheep", "skis": "pairs of skis",
-           "scissors": "scissors", "bus": "buses", "couch": "couches", "sandwich": "sandwiches",
-           "toothbrush": "toothbrushes", "wine glass": "wine glasses", "dining table": "tables"}
-COUNT_WORDS = {2: "two", 3: "three", 4: "four"}
 
 
 @dataclass
@@ -91,6 +87,7 @@ class Describer:
     def __init__(self, captioner, perceiver=None, rules: GroundingRules | None = None):
         self.captioner = captioner
         self.perceiver = perceiver
+        self._perception_thread: ThreadPoolExecutor | None = None
         self.rules = rules or GroundingRules.from_dict(captioner.bundle.manifest.get("grounding"))
 
     @classmethod
@@ -145,17 +142,33 @@ class Describer:
                           ) -> list[SpokenCaption]:
         """The decision for frames whose encoder features are already computed (narration)."""
         start = time.perf_counter()
+        seeing = self._perceive_meanwhile(frames, features.pooled)
         pools = self.captioner.candidates(features, options)
         memory = self.captioner.memory
         neighbours = memory.nearest(features.pooled) if memory is not None and len(pools[0]) > 1 else None
         results = []
         for j, (frame, pool) in enumerate(zip(frames, pools)):
-            perception = self.perceiver.perceive(frame, features.pooled[j]) if self.perceiver else None
+            perception = seeing.result()[j] if seeing is not None else None
             results.append(self.decide(pool, None if neighbours is None else neighbours[j], perception, frame))
         ms = (time.perf_counter() - start) * 1000 / max(len(frames), 1)
         for r in results:
             r.ms = ms
         return results
+
+    def _perceive_meanwhile(self, frames: list[np.ndarray], pooled):
+        """Perception of the frames, on a second core while the decoder writes the candidates (the
+        decode loop holds one core; onnxruntime lets go of the GIL). A future, or None without
+        perception graphs. On one core it runs at once."""
+        if self.perceiver is None:
+            return None
+        if self._perception_thread is None:
+            if (os.cpu_count() or 1) < 2:
+                done: Future = Future()
+                done.set_result([self.perceiver.perceive(f, pooled[j]) for j, f in enumerate(frames)])
+                return done
+            self._perception_thread = ThreadPoolExecutor(1, thread_name_prefix="edgecap-perception")
+        return self._perception_thread.submit(lambda: [self.perceiver.perceive(f, pooled[j])
+                                                       for j, f in enumerate(frames)])
 
     # --- the decision ----------------------------------------------------------------
     def decide(self, pool: list, neighbours, perception, rgb: np.ndarray | None = None) -> SpokenCaption:
@@ -304,78 +317,3 @@ def looks_like_texture(rgb: np.ndarray) -> bool:
     means, contrasts = cells.mean(axis=1), cells.std(axis=1)
     scale = contrasts.mean() + 1.0
     return bool(means.std() / scale < TEXTURE_MEAN_SPREAD and contrasts.std() / scale < TEXTURE_CONTRAST_SPREAD)
-
-
-# --- sentences --------------------------------------------------------------------------
-def probably(caption: str) -> str:
-    text = caption.strip()
-    if not text:
-        return CANT_TELL
-    return "Probably " + text[0].lower() + text[1:]
-
-
-def object_phrase(cls: str, count: int, where: str = "") -> str:
-    if count >= 2:
-        name = PLURALS.get(cls) or SPOKEN.get(cls, cls) + ("es" if cls.endswith(("s", "sh", "ch", "x")) else "s")
-        phrase = f"{COUNT_WORDS.get(count, 'several')} {name}"
-    else:
-        name = SPOKEN.get(cls, cls)
-        phrase = ("an " if name[0] in "aeiou" else "a ") + name
-    return f"{phrase} {where}".strip()
-
-
-def position(dets) -> str:
-    """'on the left' / 'on the right' when every box centre is on that side, else ''."""
-    centres = [(d.box[0] + d.box[2]) / 2 for d in dets]
-    if centres and max(centres) < 0.4:
-        return "on the left"
-    if centres and min(centres) > 0.6:
-        return "on the right"
-    return ""
-
-
-def _join(phrases: list[str], word: str = "and") -> str:
-    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + f" {word} " + phrases[-1]
-
-
-def evidence_statement(evidence: Evidence, rules: GroundingRules, perceiver=None, chance=None
-                       ) -> tuple[str, tuple[str, ...]]:
-    """A hedged sentence from the detections and ImageNet labels alone, and what it names.
-
-    chance: name -> probability that a describer mentions it (edgecap.vision.salience), or None."""
-    # Name what is seen surely; only when nothing is, the likely things (fewer of them). With
-    # `chance`: the likely things a describer would mention, most likely first.
-    seen = evidence.sure or (evidence.likely if rules.hedge_likely_objects else {})
-    if chance is not None:
-        seen = {c: d for c, d in evidence.likely.items() if chance(c) >= rules.mention_name_at}
-    ranked = sorted(seen.items(), key=lambda kv: -kv[1][0].score)
-    if "person" not in seen and evidence.faces and (chance is None or chance("person") >= rules.mention_name_at):
-        ranked.append(("person", []))
-    if chance is not None:
-        ranked.sort(key=lambda kv: -chance(kv[0]))
-    ranked = ranked[:rules.hedge_max_named if evidence.sure else max(rules.hedge_max_named - 1, 1)]
-    phrases = [object_phrase(cls, evidence.count(cls), position(dets) if i == 0 else "")
-               for i, (cls, dets) in enumerate(ranked)]
-    named = [cls for cls, _ in ranked]
-
-    def spoken_label(name: str) -> str:
-        return perceiver.head.phrase(name) if perceiver is not None else f"a {name}"
-
-    labels = [(n, p) for n, p in evidence.labels if coco_class_of_label(n) not in named
-              and (chance is None or chance(n) >= rules.mention_name_at)]
-    strong = [(n, p) for n, p in labels if p >= rules.label_sure][:1]
-    weak = [(n, p) for n, p in labels if p >= rules.label_likely][:2]
-    if strong:
-        name = strong[0][0]
-        sentence = f"Probably {spoken_label(name)}."
-        if phrases:
-            sentence += f" I can see {_join(phrases)}."
-        return sentence, (name, *named)
-    if phrases:
-        top_cls, top_dets = ranked[0]
-        if len(ranked) == 1 and evidence.has(top_cls, "sure", rules):
-            return f"Probably {phrases[0]}.", tuple(named)
-        return f"I'm not sure. I can see {_join(phrases)}.", tuple(named)
-    if weak and rules.hedge_might_be:
-        return f"It might be {_join([spoken_label(n) for n, _ in weak], 'or')}.", tuple(n for n, _ in weak)
-    return CANT_TELL, ()

@@ -267,3 +267,21 @@ def test_a_colour_the_pixels_contradict_is_not_said_as_sure():
     assert (choice.sentence, choice.confidence) == ("A car is parked.", "sure")
     red = blue[..., ::-1].copy()
     assert describer.decide_texts(pool, None, perception, red).sentence == "A red car is parked."
+
+
+def test_perception_runs_beside_the_decoder_and_decides_the_same(describer, photos, monkeypatch):
+    import threading
+
+    from edgecap import caption
+
+    threads = []
+    perceive = describer.perceiver.perceive
+    monkeypatch.setattr(describer.perceiver, "perceive",
+                        lambda *a: threads.append(threading.current_thread().name) or perceive(*a))
+    beside = [res.caption for res in Describer(describer.captioner, describer.perceiver).describe(photos)]
+    assert len(threads) == len(photos) and all(name.startswith("edgecap-perception") for name in threads), threads
+    threads.clear()
+    monkeypatch.setattr(caption.os, "cpu_count", lambda: 1)  # one core: perception in turn, on this thread
+    alone = [res.caption for res in Describer(describer.captioner, describer.perceiver).describe(photos)]
+    assert threads == [threading.current_thread().name] * len(photos)
+    assert beside == alone
