@@ -156,16 +156,20 @@ class Describer:
         return results
 
     def _perceive_meanwhile(self, frames: list[np.ndarray], pooled):
-        """Perception of the frames, on a second core while the decoder writes the candidates (the
-        decode loop holds one core; onnxruntime lets go of the GIL). A future, or None without
-        perception graphs. On one core it runs at once."""
+        """Perception of the frames as a future: with three cores or more, on a thread of its own
+        while the decoder writes the candidates (onnxruntime lets go of the GIL); None without
+        perception graphs. On two cores it runs in turn, leaving one core to capture and speech
+        (issue #13: CPU time per caption at most 1.1x wall). Beside the decoder there it saved
+        7-10 ms of a 55-68 ms caption for 1.4x CPU (edgecap bench, interleaved runs).
+        EDGECAP_PERCEPTION_BESIDE=1 or 0 decides instead."""
         if self.perceiver is None:
             return None
+        beside = os.environ.get("EDGECAP_PERCEPTION_BESIDE", "1" if (os.cpu_count() or 1) >= 3 else "0") != "0"
+        if not beside:
+            done: Future = Future()
+            done.set_result([self.perceiver.perceive(f, pooled[j]) for j, f in enumerate(frames)])
+            return done
         if self._perception_thread is None:
-            if (os.cpu_count() or 1) < 2:
-                done: Future = Future()
-                done.set_result([self.perceiver.perceive(f, pooled[j]) for j, f in enumerate(frames)])
-                return done
             self._perception_thread = ThreadPoolExecutor(1, thread_name_prefix="edgecap-perception")
         return self._perception_thread.submit(lambda: [self.perceiver.perceive(f, pooled[j])
                                                        for j, f in enumerate(frames)])

@@ -272,16 +272,15 @@ def test_a_colour_the_pixels_contradict_is_not_said_as_sure():
 def test_perception_runs_beside_the_decoder_and_decides_the_same(describer, photos, monkeypatch):
     import threading
 
-    from edgecap import caption
-
     threads = []
     perceive = describer.perceiver.perceive
     monkeypatch.setattr(describer.perceiver, "perceive",
                         lambda *a: threads.append(threading.current_thread().name) or perceive(*a))
+    monkeypatch.setenv("EDGECAP_PERCEPTION_BESIDE", "1")  # the default from three cores up
     beside = [res.caption for res in Describer(describer.captioner, describer.perceiver).describe(photos)]
     assert len(threads) == len(photos) and all(name.startswith("edgecap-perception") for name in threads), threads
     threads.clear()
-    monkeypatch.setattr(caption.os, "cpu_count", lambda: 1)  # one core: perception in turn, on this thread
+    monkeypatch.setenv("EDGECAP_PERCEPTION_BESIDE", "0")  # the default on two cores: in turn, on this thread
     alone = [res.caption for res in Describer(describer.captioner, describer.perceiver).describe(photos)]
     assert threads == [threading.current_thread().name] * len(photos)
     assert beside == alone
