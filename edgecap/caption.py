@@ -32,7 +32,7 @@ from edgecap.core.model import CaptionResult
 from edgecap.details import agreement, supported_part
 from edgecap.statements import CANT_TELL, evidence_statement, probably
 from edgecap.vision.colour_check import unsupported_colours
-from edgecap.vision.grounding import GroundingRules, gather, grounding_table, judge
+from edgecap.vision.grounding import GroundingRules, caption_classes, gather, grounding_table, judge
 from edgecap.vision.salience import mention_chance
 from edgecap.wording import flaws, generic, repaired, specifics, words
 
@@ -44,7 +44,6 @@ _DESCRIBER_BUILD = threading.Lock()
 # noise, not a scene: 0 of 872 real photos (captioned and unlabelled) come this close.
 TEXTURE_MEAN_SPREAD = 0.2
 TEXTURE_CONTRAST_SPREAD = 0.15
-
 
 
 @dataclass
@@ -221,7 +220,8 @@ class Describer:
             pick = self._choose(list(said), neighbours, scored)
             v = verdicts[said[pick]]
             sentence = self._supported_details(pick, texts, neighbour_captions)
-            return Choice(sentence, "sure", origin[said[pick]], v.named, said[pick], v.margin, objects, evidence.faces)
+            named = tuple(c for c in v.named if c in caption_classes(sentence))  # a cut phrase may have named one
+            return Choice(sentence, "sure", origin[said[pick]], named, said[pick], v.margin, objects, evidence.faces)
         likely = [t for t in unique if verdicts[t].level == "likely"]
         if self.rules.specifics == "hedge":
             likely = sure + likely

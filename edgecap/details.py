@@ -12,14 +12,12 @@ uses 24% of those this rule cuts and 50.5% of those it keeps (bench/decision_rep
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 
 from edgecap.metrics.chair import chair_mentions, singular
-from edgecap.wording import (AGE_WORDS, COLOURS, DANGLING, FUNCTION_WORDS, PERSON_KIND_OF, PREPOSITIONS, flaws,
-                             words)
+from edgecap.wording import (AGE_WORDS, COLOURS, DANGLING, FUNCTION_WORDS, PERSON_KIND_OF, PREPOSITIONS, TOKEN,
+                             flaws, sentence_case, words)
 
-_TOKEN = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*|'[a-z]+|[^\sA-Za-z]")
 # Words that start a new phrase of the tail: the verb, a place, a second clause.
 PHRASE_STARTS = PREPOSITIONS - {"of"} | {"is", "are", "while", "and", "as", "who", "that", "next", "beside",
                                         "between", "against", "past", "around", "toward", "towards", "outside",
@@ -67,7 +65,7 @@ def supported_part(caption: str, supported: Callable[[str], bool], table, verbs:
     The subject (up to the first thing the detectors check) always stays. With nothing after it
     left, the sentence says what is there ("There is a car."). `table`: the CHAIR table whose
     mentions the detectors check."""
-    tokens = _TOKEN.findall(caption.strip())
+    tokens = TOKEN.findall(caption.strip())
     while tokens and not tokens[-1][0].isalpha():
         tokens.pop()
     low = [t.lower() for t in tokens]
@@ -88,14 +86,14 @@ def supported_part(caption: str, supported: Callable[[str], bool], table, verbs:
         kept.pop()  # "A car is in" -> "A car"
     if len(kept) <= head_end:
         return there_is(tokens[:head_end], mentions[0].plural)
-    text = _joined(kept) + "."
+    text = sentence_case(" ".join(kept)) + "."
     return text if not flaws(text) else there_is(tokens[:head_end], mentions[0].plural)
 
 
 def there_is(head: list[str], plural: bool) -> str:
     first = head[0].lower() if head else ""
     verb = "are" if first in COUNT_WORDS or (plural and first not in ("a", "an")) else "is"
-    return f"There {verb} " + re.sub(r" (?=[.,;:!?'])", "", " ".join([first, *head[1:]])) + "."
+    return sentence_case(" ".join(["there", verb, first, *head[1:]])) + "."
 
 
 def _phrase_length(mention, table) -> int:
@@ -103,8 +101,3 @@ def _phrase_length(mention, table) -> int:
     w = [singular(x, table.vocabulary) for x in mention.words]
     return next((n for n in range(min(table.max_phrase_words, len(w) - mention.start), 0, -1)
                  if table.phrase_to_class.get(tuple(w[mention.start:mention.start + n])) == mention.cls), 1)
-
-
-def _joined(tokens: list[str]) -> str:
-    text = re.sub(r" (?=[.,;:!?'])", "", " ".join(tokens))
-    return text[0].upper() + text[1:] if text else text

@@ -172,7 +172,7 @@ PEOPLE_PLURAL = {"men", "women", "boys", "girls", "children", "kids", "guys", "l
 PERSON_NOUNS = set(PERSON_KIND_OF) - {"male", "female"}
 _NOT_NOUNS = {"is", "are", "and", "with", "on", "in", "at", "while", "walks", "runs", "sits", "stands", "holding",
               "playing", "running", "walking", "standing", "sitting", "riding", "jumping", "looking", "climbing"}
-_TOKEN = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*|'[a-z]+|[^\sA-Za-z]")
+TOKEN = re.compile(r"[A-Za-z]+(?:-[A-Za-z]+)*|'[a-z]+|[^\sA-Za-z]")  # words, "'s" and punctuation
 
 
 def generic(caption: str, keep: frozenset[str] = frozenset()) -> str | None:
@@ -183,7 +183,7 @@ def generic(caption: str, keep: frozenset[str] = frozenset()) -> str | None:
     clothing phrase ("in a yellow shirt", "wearing a red hat") goes; a caption whose verb is
     the clothing ("is wearing a yellow shirt") has nothing left. `keep`: words to leave as they are.
     """
-    t = [x.lower() for x in _TOKEN.findall(caption)]
+    t = [x.lower() for x in TOKEN.findall(caption)]
     t = _drop_clothing(t, keep)
     if t is None:
         return None
@@ -218,8 +218,13 @@ def generic(caption: str, keep: frozenset[str] = frozenset()) -> str | None:
     if len(words_only) < 3 or flaws(" ".join(out)):
         return None
     text = " ".join(out)
+    return sentence_case(text)
+
+
+def sentence_case(text: str) -> str:
+    """Tokens joined by spaces, as written: no space before punctuation or "'s", a capital first."""
     text = re.sub(r" (?=[.,;:!?])", "", text).replace(" '", "'")
-    return text[0].upper() + text[1:]
+    return text[0].upper() + text[1:] if text else text
 
 
 def _drop_clothing(t: list[str], keep: frozenset[str]) -> list[str] | None:
@@ -270,7 +275,7 @@ def repaired(caption: str) -> str | None:
     found = flaws(caption)
     if not found or not all(f.endswith("twice") for f in found):
         return None
-    t = _TOKEN.findall(caption)
+    t = TOKEN.findall(caption)
     low = [x.lower() for x in t]
     w_index = [i for i, x in enumerate(low) if x[0].isalpha()]
     w = [low[i] for i in w_index]
@@ -282,6 +287,5 @@ def repaired(caption: str) -> str | None:
     words_left = [x for x in t[:cut] if x[0].isalpha()]
     if len(words_left) < 3:
         return None
-    text = " ".join(t[:cut]).rstrip(" ,") + "."
-    text = re.sub(r" (?=[.,;:!?])", "", text).replace(" '", "'")
+    text = sentence_case(" ".join(t[:cut]).rstrip(" ,") + ".")
     return text if not flaws(text) and words(text)[-1] not in DANGLING | PREPOSITIONS else None

@@ -62,3 +62,12 @@ def test_hedged_sentences_do_not_guess_who_a_person_is():
     keep = Describer(describer.captioner, None, GroundingRules(sure={"person": 0.8}, likely={"person": 0.4},
                                                                generic_hedges=False))
     assert keep.decide_texts(pool, None, weak).sentence == "Probably a little boy in a red shirt is climbing a rock."
+
+
+def test_what_a_cut_sentence_names_is_what_it_still_says():
+    rules = GroundingRules(sure={"person": 0.5, "boat": 0.5})
+    describer = Describer(SimpleNamespace(memory=None, bundle=None), None, rules)
+    seen = Perception((Detection("person", 0.9, MIDDLE), Detection("boat", 0.9, (0.1, 0.1, 0.3, 0.3))), (), (), 0.0)
+    pool = ["A person is sitting on a beach with a boat."] + ["A person is sitting on a dock."] * 9
+    choice = describer.decide_texts(pool, None, seen)
+    assert (choice.sentence, choice.named) == ("A person is sitting.", ("person",))
