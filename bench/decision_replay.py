@@ -102,9 +102,8 @@ def specifics_precision(spoken: dict, cache: dict) -> dict:
     """In sure sentences: share of person kinds a reference agrees with (when a reference says a kind),
     and of colour / clothing words some reference uses (a lower bound: references omit them)."""
     from edgecap.wording import PERSON_KIND_OF, person_kinds, specifics, words
-    from edgecap.details import claims, stem, stems
+    from edgecap.details import stem, stems, unchecked_words
     from edgecap.vision.grounding import grounding_table
-    checked = grounding_table().vocabulary
     right = {"kind": [0, 0], "colour": [0, 0], "clothing": [0, 0], "detail": [0, 0]}
     for k, s in spoken.items():
         if s.confidence != "sure":
@@ -118,10 +117,9 @@ def specifics_precision(spoken: dict, cache: dict) -> dict:
                 right["kind"][0] += bool(KIND_MATCH[kind] & ref_kinds)
                 right["kind"][1] += 1
         ref_stems = frozenset().union(*[stems(r) for r in refs])
-        for w in words(s.sentence):  # actions and places (a lower bound, as for colours)
-            if claims(w) and w not in checked:
-                right["detail"][0] += stem(w) in ref_stems
-                right["detail"][1] += 1
+        for w in unchecked_words(s.sentence, grounding_table()):  # actions and places (a lower bound, as colours)
+            right["detail"][0] += stem(w) in ref_stems
+            right["detail"][1] += 1
         for typ in ("colour", "clothing"):
             for w in found[typ]:
                 right[typ][0] += w in ref_words

@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -29,6 +28,7 @@ import numpy as np
 from edgecap.core.decoding import DecodingOptions
 from edgecap.core.image import EXPOSURE_MESSAGES, as_rgb, exposure_problem
 from edgecap.core.model import CaptionResult
+from edgecap.core.providers import in_background
 from edgecap.details import agreement, supported_part
 from edgecap.statements import CANT_TELL, evidence_statement, probably
 from edgecap.vision.colour_check import unsupported_colours
@@ -86,7 +86,6 @@ class Describer:
     def __init__(self, captioner, perceiver=None, rules: GroundingRules | None = None):
         self.captioner = captioner
         self.perceiver = perceiver
-        self._perception_thread: ThreadPoolExecutor | None = None
         self.rules = rules or GroundingRules.from_dict(captioner.bundle.manifest.get("grounding"))
 
     @classmethod
@@ -145,33 +144,27 @@ class Describer:
         pools = self.captioner.candidates(features, options)
         memory = self.captioner.memory
         neighbours = memory.nearest(features.pooled) if memory is not None and len(pools[0]) > 1 else None
+        seen = seeing() if seeing is not None else [None] * len(frames)
         results = []
         for j, (frame, pool) in enumerate(zip(frames, pools)):
-            perception = seeing.result()[j] if seeing is not None else None
-            results.append(self.decide(pool, None if neighbours is None else neighbours[j], perception, frame))
+            results.append(self.decide(pool, None if neighbours is None else neighbours[j], seen[j], frame))
         ms = (time.perf_counter() - start) * 1000 / max(len(frames), 1)
         for r in results:
             r.ms = ms
         return results
 
     def _perceive_meanwhile(self, frames: list[np.ndarray], pooled):
-        """Perception of the frames as a future: with three cores or more, on a thread of its own
-        while the decoder writes the candidates (onnxruntime lets go of the GIL); None without
-        perception graphs. On two cores it runs in turn, leaving one core to capture and speech
-        (issue #13: CPU time per caption at most 1.1x wall). Beside the decoder there it saved
-        7-10 ms of a 55-68 ms caption for 1.4x CPU (edgecap bench, interleaved runs).
-        EDGECAP_PERCEPTION_BESIDE=1 or 0 decides instead."""
+        """Perception of the frames: the function that waits for it, or None without perception
+        graphs. With three cores or more it runs on a thread of its own while the decoder writes
+        the candidates (onnxruntime lets go of the GIL). On two cores it runs at once, leaving one
+        core to capture and speech (issue #13: CPU time per caption at most 1.1x wall). Beside the
+        decoder there it saved 7-10 ms of a 55-68 ms caption for 1.4x CPU (edgecap bench,
+        interleaved runs). EDGECAP_PERCEPTION_BESIDE=1 or 0 decides instead."""
         if self.perceiver is None:
             return None
         beside = os.environ.get("EDGECAP_PERCEPTION_BESIDE", "1" if (os.cpu_count() or 1) >= 3 else "0") != "0"
-        if not beside:
-            done: Future = Future()
-            done.set_result([self.perceiver.perceive(f, pooled[j]) for j, f in enumerate(frames)])
-            return done
-        if self._perception_thread is None:
-            self._perception_thread = ThreadPoolExecutor(1, thread_name_prefix="edgecap-perception")
-        return self._perception_thread.submit(lambda: [self.perceiver.perceive(f, pooled[j])
-                                                       for j, f in enumerate(frames)])
+        return in_background(lambda: [self.perceiver.perceive(f, pooled[j]) for j, f in enumerate(frames)],
+                             serial=not beside, name="edgecap-perception")
 
     # --- the decision ----------------------------------------------------------------
     def decide(self, pool: list, neighbours, perception, rgb: np.ndarray | None = None) -> SpokenCaption:

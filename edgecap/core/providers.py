@@ -189,9 +189,10 @@ def _release_model_bytes(session: ort.InferenceSession) -> None:
     session._model_bytes = None
 
 
-def in_background(work: Callable[[], T]) -> Callable[[], T]:
+def in_background(work: Callable[[], T], serial: bool | None = None, name: str = "edgecap-load") -> Callable[[], T]:
     """Start `work` (reading, hashing and building a session) on a second thread; returns the
-    function that waits for its result and raises its error.
+    function that waits for its result and raises its error. `serial` (None: the rule below for
+    loading) runs it at once instead.
 
     onnxruntime lets go of the GIL while it builds a session, and hashlib while it hashes, so
     graphs load side by side. That pays with three cores or more. On this 2-core machine it did
@@ -209,11 +210,12 @@ def in_background(work: Callable[[], T]) -> Callable[[], T]:
             box["error"] = exc
 
     thread = None
-    serial = os.environ.get("EDGECAP_SERIAL_LOAD", "1" if (os.cpu_count() or 1) <= 2 else "0") != "0"
+    if serial is None:
+        serial = os.environ.get("EDGECAP_SERIAL_LOAD", "1" if (os.cpu_count() or 1) <= 2 else "0") != "0"
     if serial:
         run()
     else:
-        thread = threading.Thread(target=run, name="edgecap-load", daemon=True)
+        thread = threading.Thread(target=run, name=name, daemon=True)
         thread.start()
 
     def result() -> T:

@@ -141,6 +141,7 @@ class Mention:
     start: int  # index of its first word in ``words``
     plural: bool  # the caption's word was a plural ("dogs", "people")
     words: tuple[str, ...]  # the caption's words, lower case, after removing "'s"
+    length: int = 1  # how many of those words it spans ("dining table": 2)
 
 
 def chair_mentions(caption: str, table: ChairTable | None = None) -> list[Mention]:
@@ -158,7 +159,7 @@ def chair_mentions(caption: str, table: ChairTable | None = None) -> list[Mentio
             cls = table.phrase_to_class.get(tuple(words[i:i + length]))
             if cls is not None:
                 plural = any(r != w or r in _IRREGULAR_PLURALS for r, w in zip(raw[i:i + length], words[i:i + length]))
-                found.append(Mention(cls, i, plural, tuple(raw)))
+                found.append(Mention(cls, i, plural, tuple(raw), length))
                 i += length
                 break
         else:
